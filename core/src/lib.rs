@@ -1,0 +1,17 @@
+//! Waybill's shared engine.
+//!
+//! Orders and deliveries are Automerge documents ([`model`]) kept in a durable
+//! local SQLite store ([`store`]); apps hold a [`replica::Replica`], which mutates,
+//! queries and observes them and hands changes to the sync layer.
+
+pub mod hlc;
+pub mod identity;
+pub mod ids;
+pub mod model;
+pub mod replica;
+pub mod store;
+
+pub use hlc::Hlc;
+pub use identity::{DeviceIdentity, Role};
+pub use ids::{DocId, DocKind};
+pub use replica::{Replica, ReplicaError};

@@ -1,0 +1,232 @@
+//! A write session: documents taken out of the cache, changed, and committed together.
+
+use super::observer::{ChangeOrigin, DocChange};
+use super::{ApplyOutcome, HLC_KEY, ReplicaError, Writer};
+use crate::hlc::Hlc;
+use crate::identity::DeviceIdentity;
+use crate::ids::{DocId, DocKind};
+use crate::model::{Delivery, Document, ModelError, Order, document};
+use crate::store::{DocWrite, IndexRows};
+use automerge::transaction::{CommitOptions, Transaction};
+use automerge::{Automerge, Change, ReadDoc};
+
+struct Staged {
+    id: DocId,
+    doc: Automerge,
+    changes: Vec<Change>,
+    origin: ChangeOrigin,
+    heads_before: Vec<automerge::ChangeHash>,
+}
+
+/// Documents staged for one commit. Dropping a session without committing leaves
+/// nothing in the store, and the touched documents out of the cache.
+pub(crate) struct Session<'w> {
+    writer: &'w mut Writer,
+    pub(crate) identity: &'w DeviceIdentity,
+    staged: Vec<Staged>,
+}
+
+impl<'w> Session<'w> {
+    pub(crate) fn new(writer: &'w mut Writer, identity: &'w DeviceIdentity) -> Self {
+        Self {
+            writer,
+            identity,
+            staged: Vec::new(),
+        }
+    }
+
+    /// A new timestamp from the device's hybrid logical clock.
+    pub(crate) fn tick(&mut self) -> Hlc {
+        let now = self.writer.wall.now_ms();
+        self.writer.hlc.tick(now)
+    }
+
+    fn stage(
+        &mut self,
+        id: &DocId,
+        origin: ChangeOrigin,
+        create: bool,
+    ) -> Result<&mut Staged, ReplicaError> {
+        if let Some(pos) = self.staged.iter().position(|s| &s.id == id) {
+            return Ok(&mut self.staged[pos]);
+        }
+        let doc = match self.writer.take(id)? {
+            Some(doc) => doc,
+            None if create => Automerge::new().with_actor(self.writer.actor.clone()),
+            None => {
+                return Err(ReplicaError::NotFound {
+                    doc_id: id.to_string(),
+                });
+            }
+        };
+        let heads_before = doc.get_heads();
+        let pos = self.staged.len();
+        self.staged.push(Staged {
+            id: id.clone(),
+            doc,
+            changes: Vec::new(),
+            origin,
+            heads_before,
+        });
+        Ok(&mut self.staged[pos])
+    }
+
+    /// Read an order (staged state included).
+    pub(crate) fn order(&mut self, id: &DocId) -> Result<Order, ReplicaError> {
+        if id.kind() != DocKind::Order {
+            return Err(ReplicaError::WrongKind {
+                doc_id: id.to_string(),
+                expected: "order",
+            });
+        }
+        let staged = self.stage(id, ChangeOrigin::Local, false)?;
+        Ok(document::read_order(id, &staged.doc)?)
+    }
+
+    /// Read a delivery (staged state included).
+    pub(crate) fn delivery(&mut self, id: &DocId) -> Result<Delivery, ReplicaError> {
+        if id.kind() != DocKind::Delivery {
+            return Err(ReplicaError::WrongKind {
+                doc_id: id.to_string(),
+                expected: "delivery",
+            });
+        }
+        let staged = self.stage(id, ChangeOrigin::Local, false)?;
+        Ok(document::read_delivery(id, &staged.doc)?)
+    }
+
+    /// Whether a document is on this device.
+    pub(crate) fn exists(&mut self, id: &DocId) -> Result<bool, ReplicaError> {
+        match self.stage(id, ChangeOrigin::Local, false) {
+            Ok(_) => Ok(true),
+            Err(ReplicaError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Make one Automerge change to a document (creating it if `create`).
+    pub(crate) fn change(
+        &mut self,
+        id: &DocId,
+        create: bool,
+        message: &str,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<(), ModelError>,
+    ) -> Result<(), ReplicaError> {
+        let time_s = self.writer.wall.now_ms() / 1000;
+        let staged = self.stage(id, ChangeOrigin::Local, create)?;
+        staged
+            .doc
+            .transact_with(
+                |_| {
+                    CommitOptions::default()
+                        .with_message(message.to_owned())
+                        .with_time(time_s)
+                },
+                f,
+            )
+            .map_err(|failure| ReplicaError::Model(failure.error))?;
+        if let Some(change) = staged.doc.get_last_local_change() {
+            staged.changes.push(change);
+        }
+        Ok(())
+    }
+
+    /// Merge remote changes into a document.
+    pub(crate) fn apply_remote(
+        &mut self,
+        id: &DocId,
+        changes: Vec<Change>,
+    ) -> Result<ApplyOutcome, ReplicaError> {
+        let staged = self.stage(id, ChangeOrigin::Remote, true)?;
+        staged.origin = ChangeOrigin::Remote;
+        let new: Vec<Change> = changes
+            .into_iter()
+            .filter(|c| staged.doc.get_change_meta_by_hash(&c.hash()).is_none())
+            .collect();
+        let count = new.len();
+        staged
+            .doc
+            .apply_changes(new.clone())
+            .map_err(|e| ReplicaError::CorruptChange {
+                doc_id: id.to_string(),
+                index: 0,
+                reason: e.to_string(),
+            })?;
+        staged.changes.extend(new);
+        let waiting = !staged.doc.get_missing_deps(&[]).is_empty();
+        Ok(ApplyOutcome {
+            new_changes: count,
+            waiting_for_dependencies: waiting,
+        })
+    }
+
+    /// Commit every staged document in one store transaction.
+    pub(crate) fn commit(mut self) -> Result<Vec<DocChange>, ReplicaError> {
+        let staged = std::mem::take(&mut self.staged);
+        let mut indexes = Vec::with_capacity(staged.len());
+        let mut observed = self.writer.hlc;
+        for s in &staged {
+            let index = match document::read(&s.id, &s.doc) {
+                Ok(doc) => {
+                    observe_events(&mut observed, &doc);
+                    Some(IndexRows::of(&doc))
+                }
+                // A remote document can be incomplete until its missing changes arrive.
+                Err(ModelError::Malformed { .. })
+                    if s.origin == ChangeOrigin::Remote
+                        && !s.doc.get_missing_deps(&[]).is_empty() =>
+                {
+                    None
+                }
+                Err(ModelError::Malformed { .. })
+                    if s.origin == ChangeOrigin::Remote && s.doc.get_heads().is_empty() =>
+                {
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
+            indexes.push(index);
+        }
+        self.writer.hlc = observed;
+        let writes: Vec<DocWrite<'_>> = staged
+            .iter()
+            .zip(indexes)
+            .map(|(s, index)| DocWrite {
+                id: &s.id,
+                doc: &s.doc,
+                changes: &s.changes,
+                index,
+                local: s.origin == ChangeOrigin::Local,
+            })
+            .collect();
+        let hlc = self.writer.hlc.last();
+        self.writer.store.commit(
+            &writes,
+            &[(HLC_KEY, format!("{}.{}", hlc.wall_ms, hlc.counter))],
+        )?;
+        drop(writes);
+        let mut changed = Vec::new();
+        for s in staged {
+            if s.doc.get_heads() != s.heads_before {
+                changed.push(DocChange {
+                    doc_id: s.id.clone(),
+                    origin: s.origin,
+                });
+            }
+            self.writer.cache.put(s.id, s.doc);
+        }
+        Ok(changed)
+    }
+}
+
+/// Move the clock past every event in a document, so local events recorded after
+/// merging sort after what was merged.
+fn observe_events(clock: &mut crate::hlc::HlcState, doc: &Document) {
+    let latest = match doc {
+        Document::Order(o) => o.events.iter().map(|e| e.at).max(),
+        Document::Delivery(d) => d.events.iter().map(|e| e.at).max(),
+    };
+    if let Some(at) = latest {
+        clock.observe(at);
+    }
+}

@@ -1,0 +1,366 @@
+//! The device-side store: SQLite in WAL mode, one writer connection, readers apart.
+//!
+//! Every write is one transaction holding the document's new Automerge changes, its
+//! index rows and (for local changes) the outbox entry: after `commit` returns, all
+//! of it is on disk, or none of it is. Documents are kept as a snapshot plus the
+//! changes since; past a threshold the snapshot is rewritten and the changes dropped.
+
+mod index;
+mod migrations;
+pub mod query;
+
+pub use index::{DeliveryRow, IndexRows, LedgerRow, OrderRow};
+pub use migrations::LATEST_VERSION;
+
+use crate::ids::DocId;
+use automerge::{Automerge, Change};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file exists but is not an SQLite database.
+    #[error("{path} is not a Waybill store (not an SQLite database)")]
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The store was written by a newer Waybill.
+    #[error(
+        "store schema version {found} is newer than the supported {supported}; upgrade the app"
+    )]
+    FutureSchema {
+        /// Version on disk.
+        found: i64,
+        /// Newest this build knows.
+        supported: i64,
+    },
+    /// Stored Automerge bytes could not be loaded.
+    #[error("stored document {doc_id} is corrupt: {reason}")]
+    CorruptDocument {
+        /// The document.
+        doc_id: String,
+        /// What Automerge said.
+        reason: String,
+    },
+    /// Any other SQLite failure (disk full, I/O error, locked…).
+    #[error("storage error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// How hard each commit works to survive power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync the WAL on every commit: survives power loss (the default).
+    #[default]
+    Full,
+    /// fsync only at checkpoints: survives an app crash or kill, not power loss.
+    Normal,
+}
+
+/// Options for opening a store.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Durability of commits.
+    pub durability: Durability,
+    /// Rewrite a document's snapshot once it has this many changes since the last one.
+    pub compact_after: i64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Full,
+            compact_after: 64,
+        }
+    }
+}
+
+/// One outbox entry: a local change waiting for the relay's acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Position in the outbox (increasing).
+    pub seq: i64,
+    /// The document it changes.
+    pub doc_id: String,
+    /// Automerge change hash.
+    pub hash: Vec<u8>,
+    /// Raw Automerge change bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A document write in a [`Store::commit`] batch.
+pub struct DocWrite<'a> {
+    /// The document.
+    pub id: &'a DocId,
+    /// Its in-memory state after the changes (used for compaction snapshots).
+    pub doc: &'a Automerge,
+    /// The changes to persist.
+    pub changes: &'a [Change],
+    /// Its index rows after the changes (None: not readable yet, e.g. changes waiting
+    /// for their dependencies).
+    pub index: Option<IndexRows>,
+    /// Whether the changes are local and go to the outbox.
+    pub local: bool,
+}
+
+/// The writer side of a store.
+pub struct Store {
+    conn: Connection,
+    path: Option<PathBuf>,
+    options: StoreOptions,
+}
+
+fn not_a_database(path: &Path, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => StoreError::NotADatabase {
+            path: path.to_owned(),
+        },
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+fn configure(conn: &Connection, options: &StoreOptions) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let sync = match options.durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    use crate::hlc::WallClock;
+    crate::hlc::SystemClock.now_ms()
+}
+
+impl Store {
+    /// Open (creating if needed) a store file and bring its schema up to date.
+    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        let conn = Connection::open(path)?;
+        configure(&conn, &options).map_err(|e| not_a_database(path, e))?;
+        migrations::migrate(&conn).map_err(|e| match e {
+            StoreError::Sqlite(e) => not_a_database(path, e),
+            other => other,
+        })?;
+        Ok(Self {
+            conn,
+            path: Some(path.to_owned()),
+            options,
+        })
+    }
+
+    /// A store that lives in memory only (tests, simulations).
+    pub fn open_in_memory(options: StoreOptions) -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations::migrate(&conn)?;
+        Ok(Self {
+            conn,
+            path: None,
+            options,
+        })
+    }
+
+    /// A read-only connection for queries, so reads never wait for the writer.
+    /// None for in-memory stores, which must read through [`Store::conn`].
+    pub fn open_reader(&self) -> Result<Option<Connection>, StoreError> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Some(conn))
+    }
+
+    /// The writer connection, for queries on in-memory stores.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Read a metadata value.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Write a metadata value (its own transaction).
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Whether a document is stored.
+    pub fn contains(&self, id: &DocId) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM documents WHERE doc_id = ?1",
+                [id.as_str()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Load a document: its snapshot, then every change since.
+    pub fn load(&self, id: &DocId) -> Result<Option<Automerge>, StoreError> {
+        let snapshot: Option<Option<Vec<u8>>> = self
+            .conn
+            .prepare_cached("SELECT snapshot FROM documents WHERE doc_id = ?1")?
+            .query_row([id.as_str()], |r| r.get(0))
+            .optional()?;
+        let Some(snapshot) = snapshot else {
+            return Ok(None);
+        };
+        let corrupt = |e: automerge::AutomergeError| StoreError::CorruptDocument {
+            doc_id: id.to_string(),
+            reason: e.to_string(),
+        };
+        let mut doc = match snapshot {
+            Some(bytes) => Automerge::load(&bytes).map_err(corrupt)?,
+            None => Automerge::new(),
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT bytes FROM changes WHERE doc_id = ?1 ORDER BY rowid")?;
+        let mut changes = Vec::new();
+        for bytes in stmt.query_map([id.as_str()], |r| r.get::<_, Vec<u8>>(0))? {
+            let bytes = bytes?;
+            changes.push(
+                Change::from_bytes(bytes).map_err(|e| StoreError::CorruptDocument {
+                    doc_id: id.to_string(),
+                    reason: e.to_string(),
+                })?,
+            );
+        }
+        doc.apply_changes(changes).map_err(corrupt)?;
+        Ok(Some(doc))
+    }
+
+    /// Persist a batch of document writes (and metadata) in one transaction.
+    pub fn commit(
+        &mut self,
+        writes: &[DocWrite<'_>],
+        meta: &[(&str, String)],
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        for w in writes {
+            let id = w.id.as_str();
+            tx.prepare_cached(
+                "INSERT INTO documents (doc_id, kind, change_count, updated_ms) VALUES (?1, ?2, 0, ?3)
+                 ON CONFLICT (doc_id) DO UPDATE SET updated_ms = excluded.updated_ms",
+            )?
+            .execute(params![id, w.id.kind().as_str(), now])?;
+            let mut added = 0i64;
+            for change in w.changes {
+                let hash = change.hash();
+                added += tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO changes (doc_id, hash, bytes) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![id, &hash.0[..], change.raw_bytes()])?
+                    as i64;
+                if w.local {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO outbox (doc_id, hash, bytes, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![id, &hash.0[..], change.raw_bytes(), now])?;
+                }
+            }
+            let count: i64 = tx
+                .prepare_cached("UPDATE documents SET change_count = change_count + ?2 WHERE doc_id = ?1 RETURNING change_count")?
+                .query_row(params![id, added], |r| r.get(0))?;
+            if count >= self.options.compact_after {
+                tx.prepare_cached(
+                    "UPDATE documents SET snapshot = ?2, change_count = 0 WHERE doc_id = ?1",
+                )?
+                .execute(params![id, w.doc.save()])?;
+                tx.prepare_cached("DELETE FROM changes WHERE doc_id = ?1")?
+                    .execute([id])?;
+            }
+            if let Some(index) = &w.index {
+                index.write(&tx)?;
+            }
+        }
+        for (key, value) in meta {
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+                .execute(params![key, value])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The oldest `limit` outbox entries.
+    pub fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, doc_id, hash, bytes FROM outbox ORDER BY seq LIMIT ?1")?;
+        let rows = stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(OutboxEntry {
+                seq: r.get(0)?,
+                doc_id: r.get(1)?,
+                hash: r.get(2)?,
+                bytes: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Number of outbox entries.
+    pub fn outbox_len(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)?)
+    }
+
+    /// Remove acknowledged changes from the outbox; returns how many were removed.
+    pub fn ack(&mut self, hashes: &[Vec<u8>]) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut removed = 0;
+        for hash in hashes {
+            removed += tx
+                .prepare_cached("DELETE FROM outbox WHERE hash = ?1")?
+                .execute([hash])?;
+        }
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// Ids of every stored document, in id order.
+    pub fn doc_ids(&self) -> Result<Vec<DocId>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT doc_id FROM documents ORDER BY doc_id")?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for id in ids {
+            let id = id?;
+            out.push(DocId::parse(&id).map_err(|e| StoreError::CorruptDocument {
+                doc_id: id.clone(),
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// The stored index rows of a document, for verification.
+    pub fn stored_index(&self, id: &DocId) -> Result<Option<IndexRows>, StoreError> {
+        query::index_rows(&self.conn, id)
+    }
+}
