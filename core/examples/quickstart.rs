@@ -22,8 +22,16 @@ fn exchange(from: &Replica, to: &Replica) -> Result<(), Box<dyn std::error::Erro
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("waybill-quickstart-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let tablet = Replica::open(dir.join("tablet.db"), DeviceIdentity::store("tablet-1", "S1"), ReplicaOptions::default())?;
-    let phone = Replica::open(dir.join("phone.db"), DeviceIdentity::courier("phone-7", "courier-7"), ReplicaOptions::default())?;
+    let tablet = Replica::open(
+        dir.join("tablet.db"),
+        DeviceIdentity::store("tablet-1", "S1"),
+        ReplicaOptions::default(),
+    )?;
+    let phone = Replica::open(
+        dir.join("phone.db"),
+        DeviceIdentity::courier("phone-7", "courier-7"),
+        ReplicaOptions::default(),
+    )?;
 
     // The store takes an order (the JSON an integrator or the command line hands in).
     let order: NewOrder = serde_json::from_str(
@@ -47,20 +55,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }));
 
     exchange(&tablet, &phone)?;
-    let mine = phone.deliveries(&DeliveryQuery { courier: Some("courier-7".into()), ..Default::default() })?;
-    println!("phone: {} delivery assigned, status {}", mine.len(), mine[0].status);
+    let mine = phone.deliveries(&DeliveryQuery {
+        courier: Some("courier-7".into()),
+        ..Default::default()
+    })?;
+    println!(
+        "phone: {} delivery assigned, status {}",
+        mine.len(),
+        mine[0].status
+    );
 
     // Offline on the road: pick up, deliver (which completes the order), take cash.
     phone.record_event(&delivery_id, "picked_up", &EventDetails::default())?;
     phone.record_event(&delivery_id, "delivered", &EventDetails::default())?;
-    let cash = NewLedgerEntry { delivery_id: Some(delivery_id.to_string()), ..NewLedgerEntry::payment(PaymentMethod::Cash, 3_700_000, "IRR") };
+    let cash = NewLedgerEntry {
+        delivery_id: Some(delivery_id.to_string()),
+        ..NewLedgerEntry::payment(PaymentMethod::Cash, 3_700_000, "IRR")
+    };
     phone.record_payment(&order_id, &cash)?;
-    println!("phone: {} changes waiting to upload", phone.pending_uploads()?);
+    println!(
+        "phone: {} changes waiting to upload",
+        phone.pending_uploads()?
+    );
 
     // Back online.
     exchange(&phone, &tablet)?;
     let view = tablet.order(&order_id)?;
-    println!("tablet: order {} is {}, balance due {} {}", view.number, view.status, view.balance.due, view.currency);
+    println!(
+        "tablet: order {} is {}, balance due {} {}",
+        view.number, view.status, view.balance.due, view.currency
+    );
     for e in &view.timeline {
         println!("  {} {} by {}", e.at, e.kind, e.actor);
     }

@@ -300,3 +300,122 @@ fn linearise<K>(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::delivery::{DeliveryEventKind as D, DeliveryLifecycle, DeliveryState};
+    use crate::model::order::{OrderEventKind as O, OrderLifecycle, OrderState};
+
+    fn ev<K>(id: &str, kind: K, wall: i64, after: &[&str]) -> StatusEvent<K> {
+        StatusEvent {
+            id: id.into(),
+            kind,
+            actor: format!("dev-{id}"),
+            at: Hlc::at_wall_ms(wall),
+            after: after.iter().map(|s| s.to_string()).collect(),
+            location: None,
+            note: None,
+            resolution: None,
+            courier: None,
+        }
+    }
+
+    #[test]
+    fn a_causal_chain_folds_to_its_last_event() {
+        let events = vec![
+            ev("a", O::Placed, 1, &[]),
+            ev("b", O::Confirmed, 2, &["a"]),
+            ev("c", O::Picking, 3, &["b"]),
+        ];
+        let f = fold::<OrderLifecycle>(&events);
+        assert_eq!(f.state, Some(OrderState::Picking));
+        assert!(f.conflicts.is_empty());
+        assert_eq!(f.frontier, vec!["c".to_string()]);
+    }
+
+    #[test]
+    fn causality_beats_clocks() {
+        // A device with a fast clock confirmed; a slow one then picked, having seen it.
+        let events = vec![
+            ev("a", O::Placed, 1, &[]),
+            ev("b", O::Confirmed, 900, &["a"]),
+            ev("c", O::Picking, 5, &["b"]),
+        ];
+        let f = fold::<OrderLifecycle>(&events);
+        assert_eq!(f.state, Some(OrderState::Picking));
+        assert_eq!(f.timeline, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn a_concurrent_cancellation_wins_over_packing_without_a_conflict() {
+        let events = vec![
+            ev("a", O::Placed, 1, &[]),
+            ev("b", O::Picking, 2, &["a"]),
+            ev("c", O::Packed, 9, &["b"]),
+            ev("x", O::Cancelled, 3, &["a"]),
+        ];
+        for perm in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]] {
+            let shuffled: Vec<_> = perm.iter().map(|&i| events[i].clone()).collect();
+            let f = fold::<OrderLifecycle>(&shuffled);
+            assert_eq!(f.state, Some(OrderState::Cancelled));
+            assert!(f.conflicts.is_empty());
+        }
+    }
+
+    #[test]
+    fn cancelled_concurrent_with_completed_is_a_conflict_until_resolved() {
+        let mut events = vec![
+            ev("a", O::Placed, 1, &[]),
+            ev("b", O::Packed, 2, &["a"]),
+            ev("done", O::Completed, 5, &["b"]),
+            ev("stop", O::Cancelled, 4, &["b"]),
+        ];
+        let f = fold::<OrderLifecycle>(&events);
+        assert_eq!(f.conflicts.len(), 1);
+        assert_eq!(f.conflicts[0].first.id, "stop");
+        assert_eq!(f.conflicts[0].second.id, "done");
+        let mut resolve = ev("r", O::ConflictResolved, 6, &["done", "stop"]);
+        resolve.resolution = Some(O::Completed);
+        events.push(resolve);
+        let f = fold::<OrderLifecycle>(&events);
+        assert!(f.conflicts.is_empty());
+        assert_eq!(f.state, Some(OrderState::Completed));
+    }
+
+    #[test]
+    fn delivered_conflicts_with_a_failed_attempt_only_on_the_same_attempt() {
+        let base = vec![
+            ev("a", D::Assigned, 1, &[]),
+            ev("p", D::PickedUp, 2, &["a"]),
+        ];
+        let mut same = base.clone();
+        same.push(ev("ok", D::Delivered, 3, &["p"]));
+        same.push(ev("fail", D::FailedAttempt, 4, &["p"]));
+        assert_eq!(fold::<DeliveryLifecycle>(&same).conflicts.len(), 1);
+
+        // Second attempt delivered by the courier, while someone recorded a failure
+        // on the first attempt concurrently with the retry: different attempts.
+        let mut later = base;
+        later.push(ev("f1", D::FailedAttempt, 3, &["p"]));
+        later.push(ev("t", D::InTransit, 4, &["f1"]));
+        later.push(ev("ok", D::Delivered, 5, &["t"]));
+        later.push(ev("f1b", D::FailedAttempt, 4, &["p"]));
+        let f = fold::<DeliveryLifecycle>(&later);
+        assert!(f.conflicts.is_empty(), "{:?}", f.conflicts);
+        assert_eq!(f.state, Some(DeliveryState::Delivered));
+    }
+
+    #[test]
+    fn duplicates_and_cycles_do_not_break_the_fold() {
+        let events = vec![
+            ev("a", D::Assigned, 1, &[]),
+            ev("a", D::Assigned, 1, &[]),
+            ev("p", D::PickedUp, 2, &["a", "q"]),
+            ev("q", D::InTransit, 3, &["p"]),
+        ];
+        let f = fold::<DeliveryLifecycle>(&events);
+        assert_eq!(f.timeline.len(), 3);
+        assert!(f.state.is_some());
+    }
+}

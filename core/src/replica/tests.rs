@@ -249,3 +249,82 @@ fn concurrent_delivered_and_cancelled_is_a_conflict_until_resolved() {
         .unwrap();
     assert_eq!(ops.order(&order).unwrap().status, "completed");
 }
+
+#[test]
+fn changes_missing_their_dependencies_wait_across_compaction_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let options = ReplicaOptions {
+        store: crate::store::StoreOptions {
+            compact_after: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let source = dispatcher();
+    let order = source.create_order(&sample_order("S1-6", "S1")).unwrap();
+    for k in ["confirmed", "picking", "packed"] {
+        ev(&source, &order, k).unwrap();
+    }
+    let changes: Vec<Vec<u8>> = source
+        .outbox(100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.bytes)
+        .collect();
+    assert_eq!(changes.len(), 4);
+    {
+        let device =
+            Replica::open(&path, DeviceIdentity::dispatcher("d2"), options.clone()).unwrap();
+        device.apply_remote(&order, &changes[0..1]).unwrap();
+        // The last two arrive before the second: they must wait, not vanish, even
+        // though the store compacts this document on the way.
+        let outcome = device.apply_remote(&order, &changes[2..4]).unwrap();
+        assert!(outcome.waiting_for_dependencies);
+        assert_eq!(device.order(&order).unwrap().status, "placed");
+    }
+    let device = Replica::open(&path, DeviceIdentity::dispatcher("d2"), options).unwrap();
+    assert_eq!(device.order(&order).unwrap().status, "placed");
+    let outcome = device.apply_remote(&order, &changes[1..2]).unwrap();
+    assert!(!outcome.waiting_for_dependencies);
+    assert_eq!(device.order(&order).unwrap().status, "packed");
+    assert_eq!(device.heads(&order).unwrap(), source.heads(&order).unwrap());
+    assert!(device.verify().unwrap().mismatches.is_empty());
+    assert_eq!(
+        device.pending_uploads().unwrap(),
+        0,
+        "remote changes never enter the outbox"
+    );
+}
+
+#[test]
+fn the_clock_survives_a_restart_and_never_goes_backwards() {
+    struct Frozen;
+    impl crate::hlc::WallClock for Frozen {
+        fn now_ms(&self) -> i64 {
+            1_000
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let options = ReplicaOptions {
+        clock: Arc::new(Frozen),
+        ..Default::default()
+    };
+    let order = {
+        let r = Replica::open(&path, DeviceIdentity::dispatcher("d"), options.clone()).unwrap();
+        let order = r.create_order(&sample_order("S1-7", "S1")).unwrap();
+        ev(&r, &order, "confirmed").unwrap();
+        order
+    };
+    let r = Replica::open(&path, DeviceIdentity::dispatcher("d"), options).unwrap();
+    ev(&r, &order, "picking").unwrap();
+    let times: Vec<_> = r
+        .order(&order)
+        .unwrap()
+        .timeline
+        .iter()
+        .map(|e| e.at)
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+}
