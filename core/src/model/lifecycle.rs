@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn a_concurrent_cancellation_wins_over_packing_without_a_conflict() {
-        let events = vec![
+        let events = [
             ev("a", O::Placed, 1, &[]),
             ev("b", O::Picking, 2, &["a"]),
             ev("c", O::Packed, 9, &["b"]),
