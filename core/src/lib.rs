@@ -4,6 +4,8 @@
 //! local SQLite store ([`store`]); apps hold a [`replica::Replica`], which mutates,
 //! queries and observes them and hands changes to the sync layer.
 
+#[doc(hidden)]
+pub mod fuzz;
 pub mod hlc;
 pub mod identity;
 pub mod ids;
