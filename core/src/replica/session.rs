@@ -205,6 +205,7 @@ impl<'w> Session<'w> {
             &[(HLC_KEY, format!("{}.{}", hlc.wall_ms, hlc.counter))],
         )?;
         drop(writes);
+        tracing::debug!(docs = staged.len(), changes = staged.iter().map(|s| s.changes.len()).sum::<usize>(), "committed");
         let mut changed = Vec::new();
         for s in staged {
             if s.doc.get_heads() != s.heads_before {
