@@ -2,14 +2,17 @@
 //! their committed crash inputs (`tests/tests/fuzz_corpus.rs`). Each feeds
 //! untrusted bytes to one decoder; any outcome but a panic is a pass.
 
-use crate::ids::{DocId, DocKind};
 use crate::identity::DeviceIdentity;
-use crate::model::{document, NewOrder};
+use crate::ids::{DocId, DocKind};
+use crate::model::{NewOrder, document};
 use crate::replica::{Replica, ReplicaOptions};
 
 /// Remote change bytes into a replica (the first byte picks the document kind).
 pub fn apply_remote(data: &[u8]) {
-    let Ok(replica) = Replica::open_in_memory(DeviceIdentity::dispatcher("fuzz"), ReplicaOptions::default()) else {
+    let Ok(replica) = Replica::open_in_memory(
+        DeviceIdentity::dispatcher("fuzz"),
+        ReplicaOptions::default(),
+    ) else {
         return;
     };
     let (kind, rest) = match data.split_first() {

@@ -46,7 +46,6 @@ fn check_header(id: &DocId, doc: &Automerge) -> Result<(), ModelError> {
     {
         Some((Value::Scalar(s), _)) => match s.as_ref() {
             ScalarValue::Int(v) => *v,
-            ScalarValue::Uint(v) => i64::try_from(*v).unwrap_or(i64::MAX),
             other => {
                 return Err(malformed(
                     id,

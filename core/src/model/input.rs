@@ -206,8 +206,9 @@ impl NewLedgerEntry {
 }
 
 impl NewReturn {
-    /// Check that every returned SKU was sold, in at most the quantity sold.
-    pub fn validate(&self, sold: &[(String, i64)]) -> Result<(), ModelError> {
+    /// Check that every returned SKU was sold, in at most the quantity not yet returned
+    /// (`returnable`: SKU and quantity left, as [`super::Order::returnable`] gives them).
+    pub fn validate(&self, returnable: &[(String, i64)]) -> Result<(), ModelError> {
         non_empty("reason", &self.reason)?;
         if self.lines.is_empty() {
             return Err(ModelError::invalid(
@@ -216,21 +217,27 @@ impl NewReturn {
             ));
         }
         for (i, line) in self.lines.iter().enumerate() {
-            let qty_sold: i64 = sold
+            let Some(left) = returnable
                 .iter()
-                .filter(|(sku, _)| *sku == line.sku)
+                .find(|(sku, _)| *sku == line.sku)
                 .map(|(_, q)| *q)
-                .sum();
-            if qty_sold == 0 {
+            else {
                 return Err(ModelError::invalid(
                     format!("lines[{i}].sku"),
                     format!("`{}` is not on the order", line.sku),
                 ));
-            }
-            if line.qty <= 0 || line.qty > qty_sold {
+            };
+            // The same SKU may appear on several lines of one return.
+            let asked: i64 = self
+                .lines
+                .iter()
+                .filter(|l| l.sku == line.sku)
+                .map(|l| l.qty)
+                .sum();
+            if line.qty <= 0 || asked > left {
                 return Err(ModelError::invalid(
                     format!("lines[{i}].qty"),
-                    format!("must be between 1 and {qty_sold}"),
+                    format!("at most {left} left to return"),
                 ));
             }
         }

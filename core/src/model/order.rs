@@ -397,10 +397,36 @@ impl Order {
 
     /// Sum of the lines.
     pub fn total(&self) -> i64 {
-        self.lines
-            .iter()
+        self.distinct_lines()
             .map(OrderLine::total)
             .fold(0i64, i64::saturating_add)
+    }
+
+    /// The lines, each id counted once.
+    pub fn distinct_lines(&self) -> impl Iterator<Item = &OrderLine> {
+        let mut seen = std::collections::HashSet::new();
+        self.lines
+            .iter()
+            .filter(move |l| seen.insert(l.id.as_str()))
+    }
+
+    /// Quantity of each SKU that can still be returned: sold minus already returned.
+    pub fn returnable(&self) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = Vec::new();
+        for l in self.distinct_lines() {
+            match out.iter_mut().find(|(sku, _)| *sku == l.sku) {
+                Some((_, qty)) => *qty = qty.saturating_add(l.qty),
+                None => out.push((l.sku.clone(), l.qty)),
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        let returned = self.returns.iter().filter(|r| seen.insert(r.id.as_str()));
+        for rl in returned.flat_map(|r| &r.lines) {
+            if let Some((_, qty)) = out.iter_mut().find(|(sku, _)| *sku == rl.sku) {
+                *qty = qty.saturating_sub(rl.qty);
+            }
+        }
+        out
     }
 
     /// Value of returned items, at the price each SKU was sold for.

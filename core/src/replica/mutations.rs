@@ -429,9 +429,7 @@ impl Replica {
     pub fn start_return(&self, order_id: &DocId, new: &NewReturn) -> Result<String, ReplicaError> {
         self.write(|s| {
             let order = s.order(order_id)?;
-            let sold: Vec<(String, i64)> =
-                order.lines.iter().map(|l| (l.sku.clone(), l.qty)).collect();
-            new.validate(&sold)?;
+            new.validate(&order.returnable())?;
             let at_door_of = door_courier(s, &order, new.delivery_id.as_deref())?;
             rules::check(
                 s.identity,

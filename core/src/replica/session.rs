@@ -166,6 +166,11 @@ impl<'w> Session<'w> {
         let mut indexes = Vec::with_capacity(staged.len());
         let mut observed = self.writer.hlc;
         for s in &staged {
+            if s.changes.is_empty() {
+                // Only read during this mutation: nothing to store.
+                indexes.push(None);
+                continue;
+            }
             let index = match document::read(&s.id, &s.doc) {
                 Ok(doc) => {
                     observe_events(&mut observed, &doc);
@@ -191,6 +196,7 @@ impl<'w> Session<'w> {
         let writes: Vec<DocWrite<'_>> = staged
             .iter()
             .zip(indexes)
+            .filter(|(s, _)| !s.changes.is_empty())
             .map(|(s, index)| DocWrite {
                 id: &s.id,
                 doc: &s.doc,
@@ -205,7 +211,11 @@ impl<'w> Session<'w> {
             &[(HLC_KEY, format!("{}.{}", hlc.wall_ms, hlc.counter))],
         )?;
         drop(writes);
-        tracing::debug!(docs = staged.len(), changes = staged.iter().map(|s| s.changes.len()).sum::<usize>(), "committed");
+        tracing::debug!(
+            docs = staged.len(),
+            changes = staged.iter().map(|s| s.changes.len()).sum::<usize>(),
+            "committed"
+        );
         let mut changed = Vec::new();
         for s in staged {
             if s.doc.get_heads() != s.heads_before {

@@ -328,3 +328,40 @@ fn the_clock_survives_a_restart_and_never_goes_backwards() {
         .collect();
     assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
 }
+
+#[test]
+fn returns_never_exceed_what_was_sold() {
+    let r = dispatcher();
+    let order = r.create_order(&sample_order("S1-8", "S1")).unwrap();
+    for k in [
+        "confirmed",
+        "picking",
+        "packed",
+        "ready_for_pickup",
+        "handed_over",
+        "completed",
+    ] {
+        ev(&r, &order, k).unwrap();
+    }
+    let one = NewReturn {
+        lines: vec![ReturnLine {
+            sku: "TEA-500".into(),
+            qty: 1,
+        }],
+        reason: "damaged".into(),
+        delivery_id: None,
+    };
+    r.start_return(&order, &one).unwrap();
+    ev(&r, &order, "returned").unwrap();
+    r.start_return(&order, &one).unwrap();
+    ev(&r, &order, "returned").unwrap();
+    let err = r.start_return(&order, &one).unwrap_err();
+    assert!(
+        matches!(err, ReplicaError::Model(ModelError::InvalidInput { .. })),
+        "{err}"
+    );
+    let view = r.order(&order).unwrap();
+    assert_eq!(view.status, "returned");
+    assert_eq!(view.balance.returned, 3_700_000);
+    assert_eq!(view.balance.due, 0);
+}

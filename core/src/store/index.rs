@@ -2,7 +2,7 @@
 //! document's changes; `Store::verify` recomputes them to prove they match.
 
 use crate::model::{Delivery, Document, Order};
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
 /// The `order_index` row of an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,28 +97,49 @@ impl IndexRows {
         }
     }
 
+    /// Upsert the rows. Upserts keep the row's rowid, which also keys its search row;
+    /// ledger entries are immutable, so only new ones are inserted. Writing as few
+    /// pages as possible keeps commits (and WAL checkpoints) short.
     pub(crate) fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
         match self {
             IndexRows::Order(o, ledger) => {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO order_index (doc_id, number, store, channel, fulfilment, status, customer_id,
-                     customer_name, currency, total, balance_due, created_ms, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                )?
-                .execute(params![
-                    o.doc_id, o.number, o.store, o.channel, o.fulfilment, o.status, o.customer_id, o.customer_name,
-                    o.currency, o.total, o.balance_due, o.created_ms, o.updated_ms
-                ])?;
-                tx.prepare_cached("DELETE FROM order_search WHERE doc_id = ?1")?
-                    .execute([&o.doc_id])?;
-                tx.prepare_cached(
-                    "INSERT INTO order_search (doc_id, number, customer_name) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![o.doc_id, o.number, o.customer_name])?;
-                tx.prepare_cached("DELETE FROM ledger_index WHERE order_id = ?1")?
-                    .execute([&o.doc_id])?;
+                let before: Option<(i64, String, String)> = tx
+                    .prepare_cached(
+                        "SELECT rowid, number, customer_name FROM order_index WHERE doc_id = ?1",
+                    )?
+                    .query_row([&o.doc_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?;
+                let rowid: i64 = tx
+                    .prepare_cached(
+                        "INSERT INTO order_index (doc_id, number, store, channel, fulfilment, status, customer_id,
+                         customer_name, currency, total, balance_due, created_ms, updated_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                         ON CONFLICT (doc_id) DO UPDATE SET number = excluded.number, store = excluded.store,
+                           channel = excluded.channel, fulfilment = excluded.fulfilment, status = excluded.status,
+                           customer_id = excluded.customer_id, customer_name = excluded.customer_name,
+                           currency = excluded.currency, total = excluded.total, balance_due = excluded.balance_due,
+                           created_ms = excluded.created_ms, updated_ms = excluded.updated_ms
+                         RETURNING rowid",
+                    )?
+                    .query_row(
+                        params![
+                            o.doc_id, o.number, o.store, o.channel, o.fulfilment, o.status, o.customer_id,
+                            o.customer_name, o.currency, o.total, o.balance_due, o.created_ms, o.updated_ms
+                        ],
+                        |r| r.get(0),
+                    )?;
+                let search_changed = match &before {
+                    None => true,
+                    Some((_, number, name)) => *number != o.number || *name != o.customer_name,
+                };
+                if search_changed {
+                    tx.prepare_cached("DELETE FROM order_search WHERE rowid = ?1")?
+                        .execute([rowid])?;
+                    tx.prepare_cached("INSERT INTO order_search (rowid, number, customer_name) VALUES (?1, ?2, ?3)")?
+                        .execute(params![rowid, o.number, o.customer_name])?;
+                }
                 let mut insert = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO ledger_index (entry_id, order_id, delivery_id, kind, method, amount, currency, actor, at_ms)
+                    "INSERT OR IGNORE INTO ledger_index (entry_id, order_id, delivery_id, kind, method, amount, currency, actor, at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
                 for l in ledger {
@@ -137,8 +158,11 @@ impl IndexRows {
             }
             IndexRows::Delivery(d) => {
                 tx.prepare_cached(
-                    "INSERT OR REPLACE INTO delivery_index (doc_id, order_id, store, courier, status, window_start, window_end, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO delivery_index (doc_id, order_id, store, courier, status, window_start, window_end, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (doc_id) DO UPDATE SET order_id = excluded.order_id, store = excluded.store,
+                       courier = excluded.courier, status = excluded.status, window_start = excluded.window_start,
+                       window_end = excluded.window_end, updated_ms = excluded.updated_ms",
                 )?
                 .execute(params![
                     d.doc_id, d.order_id, d.store, d.courier, d.status, d.window_start, d.window_end, d.updated_ms

@@ -72,7 +72,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             durability: Durability::Full,
-            compact_after: 64,
+            compact_after: 24,
         }
     }
 }

@@ -139,7 +139,7 @@ pub fn orders(conn: &Connection, q: &OrderQuery) -> Result<Vec<OrderRow>, StoreE
             f.params
                 .push(Value::Text(format!("\"{}\"", text.replace('"', "\"\""))));
             f.clauses.push(format!(
-                "o.doc_id IN (SELECT doc_id FROM order_search WHERE order_search MATCH ?{})",
+                "o.rowid IN (SELECT rowid FROM order_search WHERE order_search MATCH ?{})",
                 f.params.len()
             ));
         } else {

@@ -83,9 +83,8 @@ CREATE TABLE ledger_index (
 CREATE INDEX ledger_by_order ON ledger_index (order_id);
 CREATE INDEX ledger_by_delivery ON ledger_index (delivery_id);
 
--- Substring search on order number and customer name.
+-- Substring search on order number and customer name; rowid = order_index.rowid.
 CREATE VIRTUAL TABLE order_search USING fts5 (
-    doc_id UNINDEXED,
     number,
     customer_name,
     tokenize = 'trigram'
