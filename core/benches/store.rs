@@ -10,9 +10,10 @@
 //! Each order has 3 lines, a courier delivery (one of 50 couriers, window spread over
 //! 3 days), 4 order events, 1–3 delivery events and one payment. Figures printed:
 //! build rate, cold open, index queries, local write latency under `Durability::Full`
-//! and `Durability::Normal` (side by side, in alternating blocks), the cost of
-//! applying remote changes, peak memory and the file size. The table goes to stdout,
-//! progress to stderr. See BENCHMARKS.md for a reading of the figures.
+//! and `Durability::Normal` (side by side, in alternating blocks) with what sets them
+//! (WAL checkpoints, pages per write, history length, load and hydration), the cost
+//! of applying remote changes, peak memory and the file size. The table goes to
+//! stdout, progress to stderr. See BENCHMARKS.md for a reading of the figures.
 
 use automerge::{Automerge, Change};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,8 @@ const HOT_ORDERS: usize = 200;
 /// Deliveries in the cached `apply_remote` set.
 const HOT_APPLY: usize = 256;
 const REOPENS: usize = 10;
+/// Changes the history-length test brings one delivery to.
+const HISTORY: usize = 64;
 
 const STORES: [&str; 8] = ["S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"];
 const FIRST: [&str; 20] = [
@@ -140,15 +143,14 @@ impl Stats {
     fn per_second(&self) -> f64 {
         self.0.len() as f64 / self.total().as_secs_f64()
     }
+    /// The given percentiles in ms, joined by " / ".
+    fn ms_at(&self, pcts: &[f64]) -> String {
+        let cells: Vec<String> = pcts.iter().map(|p| ms(self.pct(*p))).collect();
+        cells.join(" / ")
+    }
     /// "p50 / p90 / p99 / max" in ms.
     fn spread_ms(&self) -> String {
-        format!(
-            "{} / {} / {} / {}",
-            ms(self.median()),
-            ms(self.pct(90.0)),
-            ms(self.pct(99.0)),
-            ms(self.max())
-        )
+        format!("{} / {}", self.ms_at(&[50.0, 90.0, 99.0]), ms(self.max()))
     }
 }
 
@@ -662,7 +664,7 @@ fn main() {
         let s = Stats::new(samples);
         report.add(
             "courier's deliveries for one day: median / p99",
-            format!("{} / {}", ms(s.median()), ms(s.pct(99.0))),
+            s.ms_at(&[50.0, 99.0]),
             "ms",
         );
         report.add(
@@ -686,7 +688,7 @@ fn main() {
         let s = Stats::new(trigram);
         report.add(
             "search_orders, ≥3 chars (FTS5 trigram), limit 20: median / p99",
-            format!("{} / {}", ms(s.median()), ms(s.pct(99.0))),
+            s.ms_at(&[50.0, 99.0]),
             "ms",
         );
         report.add(
@@ -704,7 +706,7 @@ fn main() {
         let s = Stats::new(short);
         report.add(
             "search_orders, 2 chars (LIKE scan), limit 20: median / p99",
-            format!("{} / {}", ms(s.median()), ms(s.pct(99.0))),
+            s.ms_at(&[50.0, 99.0]),
             "ms",
         );
     }
@@ -787,7 +789,7 @@ fn main() {
         let rest = Stats::new(plain[m].clone());
         report.add(
             format!("{mode}, random: writes without a checkpoint: p50 / p99"),
-            format!("{} / {}", ms(rest.median()), ms(rest.pct(99.0))),
+            rest.ms_at(&[50.0, 99.0]),
             "ms",
         );
     }
@@ -796,12 +798,7 @@ fn main() {
             let s = Stats::new(by_kind[m][k].clone());
             report.add(
                 format!("{mode}, random, {kind} events only: p50 / p90 / p99"),
-                format!(
-                    "{} / {} / {}",
-                    ms(s.median()),
-                    ms(s.pct(90.0)),
-                    ms(s.pct(99.0))
-                ),
+                s.ms_at(&[50.0, 90.0, 99.0]),
                 "ms",
             );
         }
@@ -815,65 +812,93 @@ fn main() {
     let fsync = fsync_probe(&dir);
     report.add(
         "raw fdatasync of a 4 KiB append in the store's directory: p50 / p99",
-        format!("{} / {}", ms(fsync.median()), ms(fsync.pct(99.0))),
+        fsync.ms_at(&[50.0, 99.0]),
         "ms",
     );
+
+    // WAL pages one write appends, which sets how often a write has to run SQLite's
+    // 1000-page auto-checkpoint. After a complete checkpoint the next write starts the
+    // WAL afresh, so a passive checkpoint after each write reports that write's pages.
+    {
+        let r = open(&path, Durability::Normal);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let checkpoint = || -> (i64, i64) {
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get(1)?, row.get(2)?))
+            })
+            .unwrap()
+        };
+        checkpoint();
+        let mut pages = [0i64; 2];
+        for k in 0..200 {
+            let on_order = k % 2 == 0;
+            write_one(&r, &mut recs[rng.below(n)], on_order, &mut rng);
+            let (log, done) = checkpoint();
+            assert_eq!(log, done, "checkpoint did not complete");
+            pages[usize::from(!on_order)] += log;
+        }
+        report.add(
+            "WAL pages appended per write, order / delivery event, mean",
+            format!(
+                "{:.1} / {:.1}",
+                pages[0] as f64 / 100.0,
+                pages[1] as f64 / 100.0
+            ),
+            "pages",
+        );
+    }
 
     peaks.push(("local writes", phase_peak_kb()));
 
     // --- Write cost against a document's history length --------------------------
     eprintln!("write latency against history length…");
     {
+        let compact_after = StoreOptions::default().compact_after as usize;
         let r = open(&path, Durability::Normal);
         let (mut rec, _) = populate_one(&r, n, base, &mut rng);
-        // The delivery starts with 1 + n % 3 changes; the last write below brings it to
-        // the store's compaction threshold (64 changes), which rewrites the snapshot.
+        // The delivery starts with 1 + n % 3 changes (assignment, then events) and gets
+        // one change per write. The store rewrites its snapshot whenever the changes
+        // since the last one reach `compact_after`; those writes are reported apart.
         let initial = 1 + n % 3;
-        let total = 64 - initial;
-        let mut steps = Vec::new();
-        for _ in 0..total {
-            steps.push(write_one(&r, &mut rec, false, &mut rng));
+        let history = HISTORY.max(compact_after);
+        let mut plain = Vec::new();
+        let mut compacting = Vec::new();
+        for changes in initial + 1..=history {
+            let latency = write_one(&r, &mut rec, false, &mut rng);
+            if changes % compact_after == 0 {
+                compacting.push(latency);
+            } else {
+                plain.push((changes, latency));
+            }
         }
-        // Events in the document after step k (0-based).
-        let events = |k: usize| initial + k + 1;
-        let early = 0..10;
-        let late = total - 11..total - 1;
+        for window in [&plain[..10], &plain[plain.len() - 10..]] {
+            report.add(
+                format!(
+                    "record_event on one delivery, Normal, events {}–{}: median",
+                    window[0].0, window[9].0
+                ),
+                ms(Stats::new(window.iter().map(|w| w.1).collect()).median()),
+                "ms",
+            );
+        }
         report.add(
             format!(
-                "record_event on one delivery, Normal, events {}–{}: median",
-                events(early.start),
-                events(early.end - 1)
+                "record_event that triggers compaction (every {compact_after}th change), median"
             ),
-            ms(Stats::new(steps[early].to_vec()).median()),
-            "ms",
-        );
-        report.add(
-            format!(
-                "record_event on one delivery, Normal, events {}–{}: median",
-                events(late.start),
-                events(late.end - 1)
-            ),
-            ms(Stats::new(steps[late].to_vec()).median()),
-            "ms",
-        );
-        report.add(
-            "record_event that triggers compaction (64th change)",
-            ms(steps[total - 1]),
+            ms(Stats::new(compacting).median()),
             "ms",
         );
         drop(r);
         let conn = rusqlite::Connection::open(&path).unwrap();
-        let snapshot: Option<Vec<u8>> = conn
+        let (snapshot, pending): (Option<Vec<u8>>, i64) = conn
             .query_row(
-                "SELECT snapshot FROM documents WHERE doc_id = ?1",
+                "SELECT snapshot, change_count FROM documents WHERE doc_id = ?1",
                 [rec.delivery.as_str()],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .unwrap();
-        assert!(
-            snapshot.is_some(),
-            "compaction did not happen where expected"
-        );
+        assert!(snapshot.is_some(), "compaction did not happen");
+        assert_eq!(pending as usize, history % compact_after);
     }
 
     peaks.push(("history-length writes", phase_peak_kb()));
@@ -944,27 +969,50 @@ fn main() {
         );
         drop(store);
 
-        // Every order write rewrites the order's search row with
-        // `DELETE FROM order_search WHERE doc_id = ?1` (store/index.rs). `doc_id` is an
-        // UNINDEXED FTS5 column, so that statement scans the whole table. Timed here
+        // An order's search row shares the rowid of its `order_index` row, and a write
+        // rewrites it (delete by rowid, insert) only when the number or customer name
+        // changed (store/index.rs). Check that every order has its search row under that
+        // rowid, that the delete is a rowid lookup rather than a table scan, and time it
         // alone, inside a transaction that is rolled back.
         let mut conn = rusqlite::Connection::open(&path).unwrap();
-        let delete = "DELETE FROM order_search WHERE doc_id = ?1";
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let orders = count("SELECT count(*) FROM order_index");
+        let matched = count(
+            "SELECT count(*) FROM order_index o JOIN order_search s ON s.rowid = o.rowid
+             WHERE s.number = o.number AND s.customer_name = o.customer_name",
+        );
+        assert_eq!(orders, (n + 1) as i64);
+        assert_eq!(
+            matched, orders,
+            "order_search rows out of step with order_index"
+        );
+        assert_eq!(count("SELECT count(*) FROM order_search"), orders);
+        let delete = "DELETE FROM order_search WHERE rowid = ?1";
         let plan: String = conn
-            .query_row(&format!("EXPLAIN QUERY PLAN {delete}"), ["x"], |r| r.get(3))
+            .query_row(&format!("EXPLAIN QUERY PLAN {delete}"), [0], |r| r.get(3))
             .unwrap();
+        eprintln!("  query plan of `{delete}`: {plan}");
+        assert!(
+            plan.ends_with(":="),
+            "search row delete is not a rowid lookup: {plan}"
+        );
         let mut samples = Vec::new();
         for _ in 0..50 {
             let tx = conn.transaction().unwrap();
-            let id = recs[rng.below(n)].order.to_string();
+            let rowid: i64 = tx
+                .query_row(
+                    "SELECT rowid FROM order_index WHERE doc_id = ?1",
+                    [recs[rng.below(n)].order.as_str()],
+                    |r| r.get(0),
+                )
+                .unwrap();
             let t = Instant::now();
-            assert_eq!(tx.execute(delete, [&id]).unwrap(), 1);
+            assert_eq!(tx.execute(delete, [rowid]).unwrap(), 1);
             samples.push(t.elapsed());
             tx.rollback().unwrap();
         }
-        eprintln!("  query plan of `{delete}`: {plan}");
         report.add(
-            "order_search row delete by doc_id (FTS5 table scan), median",
+            "order_search row delete by rowid (only on number or name change), median",
             ms(Stats::new(samples).median()),
             "ms",
         );

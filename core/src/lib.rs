@@ -4,6 +4,7 @@
 //! local SQLite store ([`store`]); apps hold a [`replica::Replica`], which mutates,
 //! queries and observes them and hands changes to the sync layer.
 
+pub mod changes;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod hlc;

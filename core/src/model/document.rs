@@ -62,9 +62,31 @@ fn check_header(id: &DocId, doc: &Automerge) -> Result<(), ModelError> {
         });
     }
     match doc.get(ROOT, "type").map_err(|e| malformed(id, e))? {
-        Some((Value::Scalar(s), _)) if s.as_str() == Some(id.kind().as_str()) => Ok(()),
-        _ => Err(malformed(id, format!("type is not `{}`", id.kind()))),
+        Some((Value::Scalar(s), _)) if s.as_str() == Some(id.kind().as_str()) => {}
+        Some((Value::Object(_), _)) => {
+            return Err(malformed(
+                id,
+                "type must be a string, not an object or text",
+            ));
+        }
+        _ => return Err(malformed(id, format!("type is not `{}`", id.kind()))),
     }
+    // Identity fields are written once, by the creator. Several concurrent values mean
+    // changes of two different documents were merged under one id: refuse it rather
+    // than let whichever actor sorts higher win.
+    for key in ["schema_version", "type", "id"] {
+        let values = doc.get_all(ROOT, key).map_err(|e| malformed(id, e))?;
+        if values.len() > 1 {
+            return Err(malformed(
+                id,
+                format!(
+                    "`{key}` has {} concurrent values: changes of another document",
+                    values.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Read an order document.

@@ -20,7 +20,7 @@ use crate::identity::DeviceIdentity;
 use crate::ids::DocId;
 use crate::model::document;
 use crate::store::{IndexRows, OutboxEntry, Store, StoreOptions};
-use automerge::{ActorId, Automerge, Change};
+use automerge::{ActorId, Automerge};
 use lru::LruCache;
 use observer::Observers;
 use rusqlite::Connection;
@@ -205,7 +205,7 @@ impl Replica {
             .iter()
             .enumerate()
             .map(|(index, bytes)| {
-                Change::from_bytes(bytes.clone()).map_err(|e| ReplicaError::CorruptChange {
+                crate::changes::decode(bytes).map_err(|e| ReplicaError::CorruptChange {
                     doc_id: doc_id.to_string(),
                     index,
                     reason: e.to_string(),
@@ -274,7 +274,13 @@ impl Replica {
         for id in ids {
             let (expected, stored) = {
                 let writer = self.lock_writer();
-                let doc = writer.store.load(&id)?.unwrap_or_default();
+                let doc = match writer.store.load(&id) {
+                    Ok(doc) => doc.unwrap_or_default(),
+                    Err(e) => {
+                        report.mismatches.push(format!("{id}: {e}"));
+                        continue;
+                    }
+                };
                 let expected = document::read(&id, &doc).ok().map(|d| IndexRows::of(&d));
                 (expected, writer.store.stored_index(&id)?)
             };

@@ -144,14 +144,13 @@ impl<'w> Session<'w> {
             .filter(|c| staged.doc.get_change_meta_by_hash(&c.hash()).is_none())
             .collect();
         let count = new.len();
-        staged
-            .doc
-            .apply_changes(new.clone())
-            .map_err(|e| ReplicaError::CorruptChange {
+        crate::changes::apply(&mut staged.doc, new.clone()).map_err(|e| {
+            ReplicaError::CorruptChange {
                 doc_id: id.to_string(),
                 index: 0,
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         staged.changes.extend(new);
         let waiting = !staged.doc.get_missing_deps(&[]).is_empty();
         Ok(ApplyOutcome {
@@ -224,7 +223,11 @@ impl<'w> Session<'w> {
                     origin: s.origin,
                 });
             }
-            self.writer.cache.put(s.id, s.doc);
+            // A document that got no change and has none (an empty remote batch for
+            // an unknown id) does not exist: keep no phantom of it.
+            if !s.doc.get_heads().is_empty() {
+                self.writer.cache.put(s.id, s.doc);
+            }
         }
         Ok(changed)
     }
