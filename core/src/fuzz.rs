@@ -7,7 +7,8 @@ use crate::ids::{DocId, DocKind};
 use crate::model::{NewOrder, document};
 use crate::replica::{Replica, ReplicaOptions};
 
-/// Remote change bytes into a replica (the first byte picks the document kind).
+/// Remote change bytes into a replica. The first byte picks the target: an unknown
+/// document, or an order the replica already holds (so the change meets real state).
 pub fn apply_remote(data: &[u8]) {
     let Ok(replica) = Replica::open_in_memory(
         DeviceIdentity::dispatcher("fuzz"),
@@ -15,17 +16,26 @@ pub fn apply_remote(data: &[u8]) {
     ) else {
         return;
     };
-    let (kind, rest) = match data.split_first() {
-        Some((b, rest)) if b % 2 == 0 => (DocKind::Order, rest),
-        Some((_, rest)) => (DocKind::Delivery, rest),
-        None => (DocKind::Order, data),
+    let (selector, rest) = data.split_first().map_or((0, data), |(b, rest)| (*b, rest));
+    let id = match selector % 3 {
+        0 => DocId::new(DocKind::Order),
+        1 => DocId::new(DocKind::Delivery),
+        _ => match serde_json::from_str::<NewOrder>(SEED_ORDER).map(|o| replica.create_order(&o)) {
+            Ok(Ok(id)) => id,
+            _ => return,
+        },
     };
-    let id = DocId::new(kind);
     let _ = replica.apply_remote(&id, &[rest.to_vec()]);
-    // Whatever happened, the replica must still read and verify.
+    // Whatever happened, the replica must still read, write and verify.
     let _ = replica.doc_ids();
     let _ = replica.verify();
+    let _ = replica.record_event(&id, "confirmed", &Default::default());
 }
+
+const SEED_ORDER: &str = r#"{"number": "F-1", "channel": "web", "store": "S1",
+  "customer": {"id": "c", "name": "N", "phone": "", "address": "A"},
+  "currency": "EUR", "fulfilment": "delivery",
+  "lines": [{"sku": "X", "name": "X", "qty": 1, "unit_price": 100}]}"#;
 
 /// Saved document bytes through Automerge and the typed reader.
 pub fn load_document(data: &[u8]) {
