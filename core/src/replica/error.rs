@@ -19,6 +19,15 @@ pub enum ReplicaError {
         /// The id asked for.
         doc_id: String,
     },
+    /// Only changes waiting for the document's first change are here: it cannot be
+    /// read until that change arrives (sync will bring it).
+    #[error(
+        "document {doc_id} is not complete on this device yet: its first change has not arrived"
+    )]
+    Incomplete {
+        /// The document.
+        doc_id: String,
+    },
     /// The id is not a document id.
     #[error(transparent)]
     InvalidDocId(#[from] InvalidDocId),

@@ -80,7 +80,7 @@ impl<'w> Session<'w> {
             });
         }
         let staged = self.stage(id, ChangeOrigin::Local, false)?;
-        Ok(document::read_order(id, &staged.doc)?)
+        Ok(document::read_order(id, readable(id, &staged.doc)?)?)
     }
 
     /// Read a delivery (staged state included).
@@ -92,13 +92,14 @@ impl<'w> Session<'w> {
             });
         }
         let staged = self.stage(id, ChangeOrigin::Local, false)?;
-        Ok(document::read_delivery(id, &staged.doc)?)
+        Ok(document::read_delivery(id, readable(id, &staged.doc)?)?)
     }
 
-    /// Whether a document is on this device.
+    /// Whether a document is on this device and readable (not only changes that
+    /// wait for the one that created it).
     pub(crate) fn exists(&mut self, id: &DocId) -> Result<bool, ReplicaError> {
         match self.stage(id, ChangeOrigin::Local, false) {
-            Ok(_) => Ok(true),
+            Ok(staged) => Ok(!staged.doc.get_heads().is_empty()),
             Err(ReplicaError::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }
@@ -231,6 +232,17 @@ impl<'w> Session<'w> {
         }
         Ok(changed)
     }
+}
+
+/// A document whose creating change has not arrived holds only waiting changes: it
+/// cannot be read yet, which is not the same as malformed.
+pub(crate) fn readable<'d>(id: &DocId, doc: &'d Automerge) -> Result<&'d Automerge, ReplicaError> {
+    if doc.get_heads().is_empty() {
+        return Err(ReplicaError::Incomplete {
+            doc_id: id.to_string(),
+        });
+    }
+    Ok(doc)
 }
 
 /// Move the clock past every event in a document, so local events recorded after

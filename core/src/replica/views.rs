@@ -144,7 +144,12 @@ impl Replica {
                 expected: "order",
             });
         }
-        let o = self.with_doc(id, |doc| Ok(document::read_order(id, doc)?))?;
+        let o = self.with_doc(id, |doc| {
+            Ok(document::read_order(
+                id,
+                super::session::readable(id, doc)?,
+            )?)
+        })?;
         let folded = o.fold();
         let balance = o.balance();
         let timeline = timeline(&o.events, &folded.timeline, |k| k.as_str());
@@ -181,7 +186,12 @@ impl Replica {
                 expected: "delivery",
             });
         }
-        let d = self.with_doc(id, |doc| Ok(document::read_delivery(id, doc)?))?;
+        let d = self.with_doc(id, |doc| {
+            Ok(document::read_delivery(
+                id,
+                super::session::readable(id, doc)?,
+            )?)
+        })?;
         let folded = d.fold();
         let courier = crate::model::delivery::courier_of(&d.events, &folded);
         let status = crate::model::delivery::status_of(&folded)
