@@ -52,3 +52,22 @@ pub fn new_order_json(data: &[u8]) {
         let _ = order.validate();
     }
 }
+
+/// A byte stream from a peer through the frame decoder and message decoder.
+pub fn protocol_stream(data: &[u8]) {
+    let mut decoder = crate::protocol::FrameDecoder::new(64 * 1024);
+    // Feed in uneven pieces, as a network would.
+    for piece in data.chunks(7) {
+        decoder.push(piece);
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    if let Ok(message) = crate::protocol::decode(&frame) {
+                        let _ = crate::protocol::accept_hello(message);
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}

@@ -11,6 +11,7 @@ pub mod hlc;
 pub mod identity;
 pub mod ids;
 pub mod model;
+pub mod protocol;
 pub mod replica;
 pub mod store;
 

@@ -41,3 +41,8 @@ fn load_document_inputs_never_panic() {
 fn new_order_json_inputs_never_panic() {
     assert!(replay("new_order_json", waybill_core::fuzz::new_order_json) > 0);
 }
+
+#[test]
+fn protocol_stream_inputs_never_panic() {
+    assert!(replay("protocol_stream", waybill_core::fuzz::protocol_stream) > 0);
+}
