@@ -59,14 +59,9 @@ pub fn protocol_stream(data: &[u8]) {
     // Feed in uneven pieces, as a network would.
     for piece in data.chunks(7) {
         decoder.push(piece);
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    if let Ok(message) = crate::protocol::decode(&frame) {
-                        let _ = crate::protocol::accept_hello(message);
-                    }
-                }
-                Ok(None) | Err(_) => break,
+        while let Ok(Some(frame)) = decoder.next_frame() {
+            if let Ok(message) = crate::protocol::decode(&frame) {
+                let _ = crate::protocol::accept_hello(message);
             }
         }
     }
