@@ -392,7 +392,7 @@ impl Order {
 
     /// The derived status.
     pub fn status(&self) -> OrderStatus {
-        status_of(self.fold())
+        status_of(&self.fold())
     }
 
     /// Sum of the lines.
@@ -454,9 +454,9 @@ impl Order {
 }
 
 /// Turn a fold into the public status (conflict first).
-pub(crate) fn status_of(folded: Folded<OrderState>) -> OrderStatus {
-    match folded.conflicts.into_iter().next() {
-        Some(c) => OrderStatus::Conflict(Box::new(c)),
+pub(crate) fn status_of(folded: &Folded<OrderState>) -> OrderStatus {
+    match folded.conflicts.first() {
+        Some(c) => OrderStatus::Conflict(Box::new(c.clone())),
         None => OrderStatus::State(folded.state.unwrap_or(OrderState::Placed)),
     }
 }

@@ -296,7 +296,7 @@ impl Replica {
                 },
             )?;
             let folded = order.fold();
-            let status = crate::model::order::status_of(folded.clone());
+            let status = crate::model::order::status_of(&folded);
             check_transition::<OrderLifecycle>(
                 doc_id,
                 folded.state,
@@ -356,7 +356,7 @@ impl Replica {
             if kind == DeliveryEventKind::Delivered && s.exists(&order_id)? {
                 let order = s.order(&order_id)?;
                 let order_folded = order.fold();
-                match crate::model::order::status_of(order_folded.clone()) {
+                match crate::model::order::status_of(&order_folded) {
                     OrderStatus::State(OrderState::Cancelled) => {
                         return Err(transition_error(&order_id, "cancelled", "delivered"));
                     }
@@ -439,7 +439,7 @@ impl Replica {
                 },
             )?;
             let folded = order.fold();
-            let status = crate::model::order::status_of(folded.clone());
+            let status = crate::model::order::status_of(&folded);
             check_transition::<OrderLifecycle>(
                 order_id,
                 folded.state,

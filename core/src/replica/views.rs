@@ -153,9 +153,7 @@ impl Replica {
         let folded = o.fold();
         let balance = o.balance();
         let timeline = timeline(&o.events, &folded.timeline, |k| k.as_str());
-        let status = crate::model::order::status_of(folded.clone())
-            .as_str()
-            .to_owned();
+        let status = crate::model::order::status_of(&folded).as_str().to_owned();
         Ok(OrderView {
             id: o.id,
             number: o.number,

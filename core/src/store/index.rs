@@ -182,7 +182,7 @@ fn order_rows(o: &Order) -> IndexRows {
         .chain(o.payments.iter().map(|p| p.at.wall_ms))
         .chain(o.returns.iter().map(|r| r.at.wall_ms))
         .fold(o.created_at.wall_ms, i64::max);
-    let status = crate::model::order::status_of(folded);
+    let status = crate::model::order::status_of(&folded);
     let balance = o.balance();
     let mut seen = std::collections::HashSet::new();
     let mut ledger: Vec<LedgerRow> = o
