@@ -5,6 +5,7 @@
 //! of it is on disk, or none of it is. Documents are kept as a snapshot plus the
 //! changes since; past a threshold the snapshot is rewritten and the changes dropped.
 
+mod checkpoint;
 mod index;
 mod migrations;
 pub mod query;
@@ -110,6 +111,7 @@ pub struct Store {
     conn: Connection,
     path: Option<PathBuf>,
     options: StoreOptions,
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 fn not_a_database(path: &Path, e: rusqlite::Error) -> StoreError {
@@ -129,6 +131,7 @@ fn configure(conn: &Connection, options: &StoreOptions) -> rusqlite::Result<()> 
     };
     conn.pragma_update(None, "synchronous", sync)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
 }
@@ -148,10 +151,21 @@ impl Store {
             StoreError::Sqlite(e) => not_a_database(path, e),
             other => other,
         })?;
+        let checkpoint_conn = Connection::open(path)?;
+        checkpoint_conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let checkpointer = checkpoint::Checkpointer::start(checkpoint_conn)
+            .map_err(|e| {
+                tracing::warn!(error = %e, "no background checkpoint thread; SQLite checkpoints inline");
+            })
+            .ok();
+        if checkpointer.is_none() {
+            conn.pragma_update(None, "wal_autocheckpoint", 1000)?;
+        }
         Ok(Self {
             conn,
             path: Some(path.to_owned()),
             options,
+            checkpointer,
         })
     }
 
@@ -164,6 +178,7 @@ impl Store {
             conn,
             path: None,
             options,
+            checkpointer: None,
         })
     }
 
@@ -302,6 +317,9 @@ impl Store {
                 .execute(params![key, value])?;
         }
         tx.commit()?;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.nudge();
+        }
         Ok(())
     }
 
