@@ -5,15 +5,18 @@
 //! queries and observes them and hands changes to the sync layer.
 
 pub mod changes;
+pub mod credential;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod hlc;
 pub mod identity;
 pub mod ids;
 pub mod model;
+pub mod net;
 pub mod protocol;
 pub mod replica;
 pub mod store;
+pub mod sync;
 
 pub use hlc::Hlc;
 pub use identity::{DeviceIdentity, Role};

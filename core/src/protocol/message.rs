@@ -39,6 +39,12 @@ pub enum Message {
     Error(WireError),
     /// Either way: orderly close.
     Bye,
+    /// Device → relay, during a full sync: every local document has been offered
+    /// with a first `DocSync`.
+    DocSyncOffered(DocSyncOffered),
+    /// Relay → device, ending a full sync: every document is in sync; the device
+    /// may now store `cursor` and resume from it next time.
+    DocSyncComplete(DocSyncComplete),
 }
 
 impl Message {
@@ -53,6 +59,8 @@ impl Message {
             Message::DocSync(_) => "doc_sync",
             Message::Error(_) => "error",
             Message::Bye => "bye",
+            Message::DocSyncOffered(_) => "doc_sync_offered",
+            Message::DocSyncComplete(_) => "doc_sync_complete",
         }
     }
 }
@@ -66,10 +74,19 @@ pub struct Hello {
     pub version: Version,
     /// The signed device credential, as issued by `waybill enroll`.
     pub credential: Vec<u8>,
-    /// The last relay log sequence number this device has applied (None: never synced).
-    pub cursor: Option<u64>,
+    /// Where this device left off in a relay's log (None: never synced).
+    pub cursor: Option<Cursor>,
     /// Free-form client description for logs (`waybill-android/0.1.0`).
     pub client: String,
+}
+
+/// A position in one relay deployment's change log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The relay deployment whose log `seq` counts in.
+    pub relay_id: String,
+    /// The last sequence number applied (every entry up to it has been seen).
+    pub seq: u64,
 }
 
 /// The relay's answer to a valid `Hello`.
@@ -84,6 +101,11 @@ pub struct Welcome {
     /// The oldest cursor the relay can still resume from; older ones fall back to
     /// per-document sync.
     pub oldest_resumable: u64,
+    /// True when the device's cursor cannot be resumed (unknown relay, compacted
+    /// away, or ahead of the log): both sides then run Automerge's per-document sync
+    /// protocol (`DocSync`) for every document, and the relay closes it with a
+    /// `Changes` carrying the new cursor once every document is in sync.
+    pub full_sync: bool,
 }
 
 /// One local change offered to the relay.
@@ -168,4 +190,18 @@ pub struct WireError {
     pub message: String,
     /// Whether the sender closes the connection after this.
     pub fatal: bool,
+}
+
+/// The device has offered every local document in a full sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocSyncOffered {
+    /// How many documents it offered.
+    pub documents: u64,
+}
+
+/// The relay has brought every document in sync in a full sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocSyncComplete {
+    /// The cursor the device has now caught up to.
+    pub cursor: u64,
 }

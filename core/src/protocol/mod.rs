@@ -11,8 +11,8 @@ mod message;
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{FrameDecoder, encode_frame};
 pub use message::{
-    Changes, DocSync, Hello, LogEntry, Message, Refusal, Upload, UploadAck, UploadChange, Version,
-    Welcome, WireError,
+    Changes, Cursor, DocSync, DocSyncComplete, DocSyncOffered, Hello, LogEntry, Message, Refusal,
+    Upload, UploadAck, UploadChange, Version, Welcome, WireError,
 };
 
 /// Four bytes opening every `Hello`, so a relay can tell a Waybill peer from noise.

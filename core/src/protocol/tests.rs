@@ -5,7 +5,10 @@ fn hello() -> Message {
         magic: MAGIC,
         version: PROTOCOL_VERSION,
         credential: vec![1, 2, 3],
-        cursor: Some(42),
+        cursor: Some(Cursor {
+            relay_id: "r1".into(),
+            seq: 42,
+        }),
         client: "test".into(),
     })
 }
@@ -18,6 +21,7 @@ fn samples() -> Vec<Message> {
             relay_id: "r1".into(),
             head: 9,
             oldest_resumable: 1,
+            full_sync: false,
         }),
         Message::Upload(Upload {
             batch: 7,
@@ -55,6 +59,8 @@ fn samples() -> Vec<Message> {
             fatal: true,
         }),
         Message::Bye,
+        Message::DocSyncOffered(DocSyncOffered { documents: 3 }),
+        Message::DocSyncComplete(DocSyncComplete { cursor: 99 }),
     ]
 }
 

@@ -9,10 +9,12 @@ mod error;
 mod mutations;
 mod observer;
 mod session;
+mod sync_api;
 mod views;
 
 pub use error::ReplicaError;
 pub use observer::{ChangeOrigin, DocChange, DocumentObserver, Subscription};
+pub use sync_api::LogApplied;
 pub use views::{DeliveryView, IntegrityReport, OrderView, TimelineEntry};
 
 use crate::hlc::{Hlc, HlcState, SystemClock, WallClock};

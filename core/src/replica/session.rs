@@ -24,6 +24,8 @@ pub(crate) struct Session<'w> {
     writer: &'w mut Writer,
     pub(crate) identity: &'w DeviceIdentity,
     staged: Vec<Staged>,
+    /// Metadata written in the same transaction (the sync cursor).
+    meta: Vec<(&'static str, String)>,
 }
 
 impl<'w> Session<'w> {
@@ -32,6 +34,7 @@ impl<'w> Session<'w> {
             writer,
             identity,
             staged: Vec::new(),
+            meta: Vec::new(),
         }
     }
 
@@ -160,6 +163,57 @@ impl<'w> Session<'w> {
         })
     }
 
+    /// Write a metadata value in the same transaction as the staged documents.
+    pub(crate) fn set_meta(&mut self, key: &'static str, value: String) {
+        self.meta.retain(|(k, _)| *k != key);
+        self.meta.push((key, value));
+    }
+
+    /// Drop a staged document whose update failed half-way; the store and cache
+    /// keep the state before it.
+    pub(crate) fn discard(&mut self, id: &DocId) {
+        self.staged.retain(|s| &s.id != id);
+    }
+
+    /// Run Automerge's sync protocol for one document: apply the peer's message and
+    /// stage the changes it brought.
+    pub(crate) fn receive_sync(
+        &mut self,
+        id: &DocId,
+        state: &mut automerge::sync::State,
+        message: automerge::sync::Message,
+    ) -> Result<usize, ReplicaError> {
+        use automerge::sync::SyncDoc;
+        let staged = self.stage(id, ChangeOrigin::Remote, true)?;
+        staged.origin = ChangeOrigin::Remote;
+        let before = staged.doc.get_heads();
+        let doc = &mut staged.doc;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            doc.receive_sync_message(state, message)
+        }));
+        let reason = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("automerge could not apply the sync message".to_owned()),
+        };
+        if let Some(reason) = reason {
+            self.discard(id);
+            return Err(ReplicaError::CorruptChange {
+                doc_id: id.to_string(),
+                index: 0,
+                reason,
+            });
+        }
+        let new = if staged.doc.get_heads() == before {
+            Vec::new()
+        } else {
+            staged.doc.get_changes(&before)
+        };
+        let count = new.len();
+        staged.changes.extend(new);
+        Ok(count)
+    }
+
     /// Commit every staged document in one store transaction.
     pub(crate) fn commit(mut self) -> Result<Vec<DocChange>, ReplicaError> {
         let staged = std::mem::take(&mut self.staged);
@@ -206,10 +260,9 @@ impl<'w> Session<'w> {
             })
             .collect();
         let hlc = self.writer.hlc.last();
-        self.writer.store.commit(
-            &writes,
-            &[(HLC_KEY, format!("{}.{}", hlc.wall_ms, hlc.counter))],
-        )?;
+        let mut meta = std::mem::take(&mut self.meta);
+        meta.push((HLC_KEY, format!("{}.{}", hlc.wall_ms, hlc.counter)));
+        self.writer.store.commit(&writes, &meta)?;
         drop(writes);
         tracing::debug!(
             docs = staged.len(),

@@ -4,7 +4,10 @@ use super::StoreError;
 use rusqlite::Connection;
 
 /// The migrations, in order; migration `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_refused.sql"),
+];
 
 /// The schema version this build creates and reads.
 pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;

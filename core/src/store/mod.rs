@@ -91,6 +91,21 @@ pub struct OutboxEntry {
     pub bytes: Vec<u8>,
 }
 
+/// A local change the relay refused, kept with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedChange {
+    /// The document it changes.
+    pub doc_id: String,
+    /// Automerge change hash.
+    pub hash: Vec<u8>,
+    /// The relay's error code.
+    pub code: String,
+    /// The relay's reason.
+    pub reason: String,
+    /// When the refusal arrived (ms since the epoch).
+    pub refused_ms: i64,
+}
+
 /// A document write in a [`Store::commit`] batch.
 pub struct DocWrite<'a> {
     /// The document.
@@ -325,17 +340,26 @@ impl Store {
 
     /// The oldest `limit` outbox entries.
     pub fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT seq, doc_id, hash, bytes FROM outbox ORDER BY seq LIMIT ?1")?;
-        let rows = stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-            Ok(OutboxEntry {
-                seq: r.get(0)?,
-                doc_id: r.get(1)?,
-                hash: r.get(2)?,
-                bytes: r.get(3)?,
-            })
-        })?;
+        self.outbox_after(0, limit)
+    }
+
+    /// The oldest `limit` outbox entries with `seq > after` (uploads in flight are
+    /// skipped by passing the last one sent).
+    pub fn outbox_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, doc_id, hash, bytes FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| {
+                Ok(OutboxEntry {
+                    seq: r.get(0)?,
+                    doc_id: r.get(1)?,
+                    hash: r.get(2)?,
+                    bytes: r.get(3)?,
+                })
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -358,6 +382,43 @@ impl Store {
         }
         tx.commit()?;
         Ok(removed)
+    }
+
+    /// Move refused changes from the outbox to the `refused` table, with the relay's
+    /// reason, in one transaction. Returns how many outbox entries moved.
+    pub fn refuse(&mut self, refusals: &[(Vec<u8>, String, String)]) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let tx = self.conn.transaction()?;
+        let mut moved = 0;
+        for (hash, code, reason) in refusals {
+            moved += tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO refused (hash, doc_id, bytes, code, reason, refused_ms)
+                     SELECT hash, doc_id, bytes, ?2, ?3, ?4 FROM outbox WHERE hash = ?1",
+                )?
+                .execute(params![hash, code, reason, now])?;
+            tx.prepare_cached("DELETE FROM outbox WHERE hash = ?1")?
+                .execute([hash])?;
+        }
+        tx.commit()?;
+        Ok(moved)
+    }
+
+    /// Local changes the relay refused, newest first.
+    pub fn refused(&self) -> Result<Vec<RefusedChange>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT doc_id, hash, code, reason, refused_ms FROM refused ORDER BY refused_ms DESC, doc_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RefusedChange {
+                doc_id: r.get(0)?,
+                hash: r.get(1)?,
+                code: r.get(2)?,
+                reason: r.get(3)?,
+                refused_ms: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Ids of every stored document, in id order.

@@ -1,0 +1,2 @@
+//! QUIC transport.
+pub mod tls;

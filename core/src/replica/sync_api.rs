@@ -1,0 +1,154 @@
+//! What the sync layer needs from a replica: the cursor, applying a page of the
+//! relay's log in one transaction, per-document sync, uploads and refusals.
+
+use super::{Replica, ReplicaError};
+use crate::ids::DocId;
+use crate::protocol::{Cursor, LogEntry};
+use crate::store::{OutboxEntry, RefusedChange};
+use automerge::sync::{self as am_sync, SyncDoc};
+
+const CURSOR_KEY: &str = "sync_cursor";
+
+/// What applying a page of the relay's log did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogApplied {
+    /// Changes new to this device.
+    pub new_changes: usize,
+    /// Documents that got at least one new change.
+    pub documents: usize,
+    /// Entries that could not be applied (document id, reason); the rest were.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Replica {
+    /// Where this device left off in the relay's log.
+    pub fn sync_cursor(&self) -> Result<Option<Cursor>, ReplicaError> {
+        let value = self.lock_writer().store.meta(CURSOR_KEY)?;
+        Ok(value.and_then(|v| {
+            let (relay_id, seq) = v.rsplit_once(' ')?;
+            Some(Cursor {
+                relay_id: relay_id.to_owned(),
+                seq: seq.parse().ok()?,
+            })
+        }))
+    }
+
+    /// Record the cursor on its own (after a full sync brought every document in).
+    pub fn set_sync_cursor(&self, cursor: &Cursor) -> Result<(), ReplicaError> {
+        self.lock_writer()
+            .store
+            .set_meta(CURSOR_KEY, &encode_cursor(cursor))?;
+        Ok(())
+    }
+
+    /// Apply a page of the relay's log and, in the same transaction, move the cursor
+    /// (when given): after a crash the device resumes exactly after what it stored.
+    /// An entry that cannot be applied is skipped and reported, never fatal to the
+    /// rest of the page.
+    pub fn apply_log(
+        &self,
+        entries: &[LogEntry],
+        cursor: Option<&Cursor>,
+    ) -> Result<LogApplied, ReplicaError> {
+        let mut groups: Vec<(DocId, Vec<automerge::Change>)> = Vec::new();
+        let mut outcome = LogApplied::default();
+        for entry in entries {
+            let id = match DocId::parse(&entry.doc_id) {
+                Ok(id) => id,
+                Err(e) => {
+                    outcome.skipped.push((entry.doc_id.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            let change = match crate::changes::decode(&entry.bytes) {
+                Ok(change) => change,
+                Err(e) => {
+                    outcome.skipped.push((entry.doc_id.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            match groups.iter_mut().find(|(g, _)| *g == id) {
+                Some((_, changes)) => changes.push(change),
+                None => groups.push((id, vec![change])),
+            }
+        }
+        self.write(|s| {
+            for (id, changes) in groups {
+                match s.apply_remote(&id, changes) {
+                    Ok(applied) => {
+                        outcome.new_changes += applied.new_changes;
+                        outcome.documents += usize::from(applied.new_changes > 0);
+                    }
+                    Err(e @ ReplicaError::CorruptChange { .. }) => {
+                        s.discard(&id);
+                        outcome.skipped.push((id.to_string(), e.to_string()));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(cursor) = cursor {
+                s.set_meta(CURSOR_KEY, encode_cursor(cursor));
+            }
+            Ok(())
+        })?;
+        for (doc_id, reason) in &outcome.skipped {
+            tracing::warn!(doc = %doc_id, %reason, "skipped a change from the relay");
+        }
+        Ok(outcome)
+    }
+
+    /// The next Automerge sync message for a document (None: nothing to say).
+    /// A document not on this device answers as an empty one, which asks for all.
+    pub fn doc_sync_message(
+        &self,
+        doc_id: &DocId,
+        state: &mut am_sync::State,
+    ) -> Result<Option<Vec<u8>>, ReplicaError> {
+        let mut writer = self.lock_writer();
+        let doc = writer.take(doc_id)?.unwrap_or_default();
+        let message = doc
+            .generate_sync_message(state)
+            .map(am_sync::Message::encode);
+        if !doc.get_heads().is_empty() {
+            writer.cache.put(doc_id.clone(), doc);
+        }
+        Ok(message)
+    }
+
+    /// Apply a peer's Automerge sync message for a document; the changes it brings
+    /// are stored (and indexed) before this returns. Returns how many were new.
+    pub fn receive_doc_sync(
+        &self,
+        doc_id: &DocId,
+        state: &mut am_sync::State,
+        message: &[u8],
+    ) -> Result<usize, ReplicaError> {
+        let message =
+            am_sync::Message::decode(message).map_err(|e| ReplicaError::CorruptChange {
+                doc_id: doc_id.to_string(),
+                index: 0,
+                reason: e.to_string(),
+            })?;
+        self.write(|s| s.receive_sync(doc_id, state, message))
+    }
+
+    /// Outbox entries after `after` (the last one already sent), oldest first.
+    pub fn outbox_after(&self, after: i64, limit: usize) -> Result<Vec<OutboxEntry>, ReplicaError> {
+        Ok(self.lock_writer().store.outbox_after(after, limit)?)
+    }
+
+    /// The relay refused these local changes (hash, code, reason): move them out of
+    /// the outbox into the refused list, where they stay for the app to show.
+    pub fn refuse(&self, refusals: &[(Vec<u8>, String, String)]) -> Result<usize, ReplicaError> {
+        Ok(self.lock_writer().store.refuse(refusals)?)
+    }
+
+    /// Local changes the relay refused, newest first.
+    pub fn refused_changes(&self) -> Result<Vec<RefusedChange>, ReplicaError> {
+        Ok(self.lock_writer().store.refused()?)
+    }
+}
+
+fn encode_cursor(cursor: &Cursor) -> String {
+    format!("{} {}", cursor.relay_id, cursor.seq)
+}

@@ -1,0 +1,264 @@
+//! What the relay needs from durable storage: a sequenced change log, changes that
+//! wait for their dependencies, a quarantine, and revocations. Implemented in memory
+//! here (simulations, tests) and on SQLite by the relay (`waybill-server`).
+
+use crate::protocol::LogEntry;
+
+/// Why the relay's storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogStoreError {
+    /// The backend failed (disk, database, connection); the operation did not happen.
+    #[error("relay storage failed: {0}")]
+    Backend(String),
+    /// Stored bytes could not be read back.
+    #[error("relay storage is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A change to store: in the log (it gets a sequence number) or waiting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChange {
+    /// The document.
+    pub doc_id: String,
+    /// Automerge change hash (32 bytes).
+    pub hash: Vec<u8>,
+    /// Raw change bytes.
+    pub bytes: Vec<u8>,
+    /// The device that uploaded it.
+    pub device_id: String,
+}
+
+/// A refused change, kept with its reason and never applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedChange {
+    /// The change (its hash may be empty when the bytes did not decode).
+    pub change: StoredChange,
+    /// Machine-readable reason ([`crate::protocol::ErrorCode`] name).
+    pub code: String,
+    /// Human-readable reason.
+    pub reason: String,
+    /// When it was refused (ms since the epoch).
+    pub at_ms: i64,
+}
+
+/// Everything one ingest step writes, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestBatch {
+    /// Accepted changes to append to the log, in order; each gets the next sequence.
+    pub log: Vec<StoredChange>,
+    /// Accepted changes whose dependencies have not arrived: durable, not yet logged.
+    pub waiting: Vec<StoredChange>,
+    /// Hashes of waiting changes now in `log` (remove them from the waiting set).
+    pub no_longer_waiting: Vec<Vec<u8>>,
+    /// Refused changes.
+    pub quarantine: Vec<QuarantinedChange>,
+}
+
+impl IngestBatch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.log.is_empty()
+            && self.waiting.is_empty()
+            && self.no_longer_waiting.is_empty()
+            && self.quarantine.is_empty()
+    }
+}
+
+/// Durable storage behind a relay. Every method is one transaction; `commit` returns
+/// only once everything in the batch is durable (the relay acknowledges after it).
+pub trait LogStore: Send {
+    /// This deployment's id (stable for the life of the log; devices keep cursors per id).
+    fn relay_id(&self) -> String;
+
+    /// The newest sequence number (0 for an empty log).
+    fn head(&self) -> Result<u64, LogStoreError>;
+
+    /// The oldest cursor from which the log can still be replayed: every entry with a
+    /// larger sequence number is present. 0 unless the log was compacted.
+    fn oldest_resumable(&self) -> Result<u64, LogStoreError>;
+
+    /// Write a batch; returns the sequence numbers given to `batch.log`, in order.
+    /// A change already in the log (same hash) is not appended again: its existing
+    /// number is returned.
+    fn commit(&mut self, batch: &IngestBatch) -> Result<Vec<u64>, LogStoreError>;
+
+    /// Log entries with `seq > after`, in order, at most `max_entries` and about
+    /// `max_bytes` of change bytes (always at least one entry if any exist).
+    fn read_log(
+        &self,
+        after: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LogEntry>, LogStoreError>;
+
+    /// Whether a change is in the log or waiting.
+    fn contains(&self, hash: &[u8]) -> Result<bool, LogStoreError>;
+
+    /// Every stored change of a document (logged, in order, then waiting), to rebuild it.
+    fn doc_changes(&self, doc_id: &str) -> Result<Vec<Vec<u8>>, LogStoreError>;
+
+    /// Every document id with at least one stored change, in id order.
+    fn doc_ids(&self) -> Result<Vec<String>, LogStoreError>;
+
+    /// The quarantine, oldest first.
+    fn quarantined(&self) -> Result<Vec<QuarantinedChange>, LogStoreError>;
+
+    /// Whether a device's credential was revoked.
+    fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError>;
+
+    /// Revoke a device (it is refused at its next handshake).
+    fn revoke(&mut self, device_id: &str) -> Result<(), LogStoreError>;
+}
+
+/// A log kept in memory: for the simulation and tests. "Durable" means it survives
+/// the relay state machine being dropped and rebuilt, which is how a simulated relay
+/// crash keeps what it acknowledged and loses everything else.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryLogStore {
+    relay_id: String,
+    log: Vec<LogEntry>,
+    by_hash: std::collections::HashMap<Vec<u8>, u64>,
+    waiting: Vec<StoredChange>,
+    quarantine: Vec<QuarantinedChange>,
+    revoked: std::collections::BTreeSet<String>,
+    pruned_through: u64,
+}
+
+impl MemoryLogStore {
+    /// An empty log for a deployment.
+    pub fn new(relay_id: impl Into<String>) -> Self {
+        Self {
+            relay_id: relay_id.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Forget log entries up to `seq` (as a compaction would), so older cursors
+    /// can no longer resume. Documents stay complete: their changes are kept aside.
+    pub fn prune_through(&mut self, seq: u64) {
+        self.pruned_through = self.pruned_through.max(seq.min(self.log.len() as u64));
+    }
+}
+
+impl LogStore for MemoryLogStore {
+    fn relay_id(&self) -> String {
+        self.relay_id.clone()
+    }
+
+    fn head(&self) -> Result<u64, LogStoreError> {
+        Ok(self.log.len() as u64)
+    }
+
+    fn oldest_resumable(&self) -> Result<u64, LogStoreError> {
+        Ok(self.pruned_through)
+    }
+
+    fn commit(&mut self, batch: &IngestBatch) -> Result<Vec<u64>, LogStoreError> {
+        let mut seqs = Vec::with_capacity(batch.log.len());
+        for change in &batch.log {
+            if let Some(seq) = self.by_hash.get(&change.hash) {
+                seqs.push(*seq);
+                continue;
+            }
+            let seq = self.log.len() as u64 + 1;
+            self.log.push(LogEntry {
+                seq,
+                doc_id: change.doc_id.clone(),
+                bytes: change.bytes.clone(),
+            });
+            self.by_hash.insert(change.hash.clone(), seq);
+            seqs.push(seq);
+        }
+        self.waiting
+            .retain(|w| !batch.no_longer_waiting.contains(&w.hash));
+        for change in &batch.waiting {
+            if !self.by_hash.contains_key(&change.hash)
+                && !self.waiting.iter().any(|w| w.hash == change.hash)
+            {
+                self.waiting.push(change.clone());
+            }
+        }
+        self.quarantine.extend(batch.quarantine.iter().cloned());
+        Ok(seqs)
+    }
+
+    fn read_log(
+        &self,
+        after: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LogEntry>, LogStoreError> {
+        let start = after.max(self.pruned_through) as usize;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for entry in self.log.iter().skip(start) {
+            if !out.is_empty() && (out.len() >= max_entries || bytes >= max_bytes) {
+                break;
+            }
+            bytes += entry.bytes.len();
+            out.push(entry.clone());
+        }
+        Ok(out)
+    }
+
+    fn contains(&self, hash: &[u8]) -> Result<bool, LogStoreError> {
+        Ok(self.by_hash.contains_key(hash) || self.waiting.iter().any(|w| w.hash == hash))
+    }
+
+    fn doc_changes(&self, doc_id: &str) -> Result<Vec<Vec<u8>>, LogStoreError> {
+        Ok(self
+            .log
+            .iter()
+            .filter(|e| e.doc_id == doc_id)
+            .map(|e| e.bytes.clone())
+            .chain(
+                self.waiting
+                    .iter()
+                    .filter(|w| w.doc_id == doc_id)
+                    .map(|w| w.bytes.clone()),
+            )
+            .collect())
+    }
+
+    fn doc_ids(&self) -> Result<Vec<String>, LogStoreError> {
+        let ids: std::collections::BTreeSet<String> = self
+            .log
+            .iter()
+            .map(|e| e.doc_id.clone())
+            .chain(self.waiting.iter().map(|w| w.doc_id.clone()))
+            .collect();
+        Ok(ids.into_iter().collect())
+    }
+
+    fn quarantined(&self) -> Result<Vec<QuarantinedChange>, LogStoreError> {
+        Ok(self.quarantine.clone())
+    }
+
+    fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError> {
+        Ok(self.revoked.contains(device_id))
+    }
+
+    fn revoke(&mut self, device_id: &str) -> Result<(), LogStoreError> {
+        self.revoked.insert(device_id.to_owned());
+        Ok(())
+    }
+}
+
+/// The conformance suite every [`LogStore`] backend must pass. A backend's tests call
+/// it with a factory for empty stores: `log_store_conformance(|| MyStore::new(..))`.
+pub fn log_store_conformance<S: LogStore>(mut fresh: impl FnMut() -> S) {
+    conformance::run(&mut fresh);
+}
+
+#[path = "conformance.rs"]
+mod conformance;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_log_store_passes_the_conformance_suite() {
+        log_store_conformance(|| MemoryLogStore::new("mem"));
+    }
+}

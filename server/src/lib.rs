@@ -1,0 +1,3 @@
+//! The Waybill relay: storage, keys, QUIC service and the operators' command line.
+
+pub mod log_store;

@@ -1,0 +1,220 @@
+//! The sans-IO sessions, driven in process with reliable delivery: the basic
+//! exchange rules of PROTOCOL.md, one by one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use waybill_core::credential::CredentialIssuer;
+use waybill_core::model::{EventDetails, NewDelivery, NewLedgerEntry, PaymentMethod};
+use waybill_core::protocol::{ErrorCode, Message};
+use waybill_core::sync::{LogStore, MemoryLogStore, Relay, RelayConfig, SyncEvent};
+use waybill_core::{DeviceIdentity, Role};
+use waybill_tests::{Device, YEAR_3000_MS, credential, order, pump};
+
+const NOW: i64 = 1_790_000_000_000;
+
+fn relay(issuer: &CredentialIssuer) -> Relay<MemoryLogStore> {
+    Relay::new(
+        MemoryLogStore::new("relay-1"),
+        issuer.verifier(),
+        RelayConfig::default(),
+    )
+}
+
+fn snapshot(d: &Device) -> Vec<(String, Vec<String>)> {
+    d.replica
+        .doc_ids()
+        .unwrap()
+        .into_iter()
+        .map(|id| (id.to_string(), d.replica.heads(&id).unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_store_and_a_courier_converge_through_the_relay() {
+    let issuer = CredentialIssuer::generate();
+    let mut relay = relay(&issuer);
+    let mut tablet = Device::with_role(&issuer, "tablet-1", Role::Store, "S1");
+    let mut phone = Device::with_role(&issuer, "phone-7", Role::Courier, "courier-7");
+
+    let order_id = tablet.replica.create_order(&order("S1", 1)).unwrap();
+    let delivery_id = tablet
+        .replica
+        .assign_courier(&order_id, "courier-7", &NewDelivery::default())
+        .unwrap();
+    tablet.connect(&mut relay, 1);
+    phone.connect(&mut relay, 2);
+    pump(&mut relay, &mut [&mut tablet, &mut phone], NOW);
+    assert_eq!(tablet.replica.pending_uploads().unwrap(), 0, "acked");
+    assert_eq!(snapshot(&tablet), snapshot(&phone));
+
+    // Live push: the courier's events reach the connected tablet without polling.
+    phone
+        .replica
+        .record_event(&delivery_id, "picked_up", &EventDetails::default())
+        .unwrap();
+    phone
+        .replica
+        .record_event(&delivery_id, "delivered", &EventDetails::default())
+        .unwrap();
+    phone
+        .replica
+        .record_payment(
+            &order_id,
+            &NewLedgerEntry {
+                delivery_id: Some(delivery_id.to_string()),
+                ..NewLedgerEntry::payment(PaymentMethod::Cash, 7_800_000, "IRR")
+            },
+        )
+        .unwrap();
+    phone.wrote();
+    pump(&mut relay, &mut [&mut tablet, &mut phone], NOW);
+    assert_eq!(snapshot(&tablet), snapshot(&phone));
+    let view = tablet.replica.order(&order_id).unwrap();
+    assert_eq!(view.payments.len(), 1);
+    assert_eq!(
+        tablet
+            .replica
+            .delivery(&delivery_id)
+            .unwrap()
+            .status
+            .to_string(),
+        "delivered"
+    );
+    assert!(
+        tablet
+            .events
+            .iter()
+            .any(|e| matches!(e, SyncEvent::Received { .. }))
+    );
+    // create, assign (order + delivery), picked up, delivered (+ order completed), paid.
+    assert_eq!(relay.store().head().unwrap(), 7);
+}
+
+#[test]
+fn reconnecting_costs_only_what_changed() {
+    let issuer = CredentialIssuer::generate();
+    let mut relay = relay(&issuer);
+    let mut tablet = Device::with_role(&issuer, "tablet-1", Role::Store, "S1");
+    let mut phone = Device::with_role(&issuer, "disp-1", Role::Dispatcher, "");
+    let ids: Vec<_> = (0..50)
+        .map(|n| tablet.replica.create_order(&order("S1", n)).unwrap())
+        .collect();
+    tablet.connect(&mut relay, 1);
+    phone.connect(&mut relay, 2);
+    pump(&mut relay, &mut [&mut tablet, &mut phone], NOW);
+    phone.disconnect(&mut relay);
+    assert_eq!(phone.replica.doc_ids().unwrap().len(), 50);
+
+    for id in &ids[..5] {
+        tablet
+            .replica
+            .record_event(id, "confirmed", &EventDetails::default())
+            .unwrap();
+    }
+    tablet.wrote();
+    pump(&mut relay, &mut [&mut tablet], NOW);
+
+    phone.connect(&mut relay, 3);
+    phone.events.clear();
+    pump(&mut relay, &mut [&mut phone], NOW);
+    let received: usize = phone
+        .events
+        .iter()
+        .map(|e| match e {
+            SyncEvent::Received { changes, .. } => *changes,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(received, 5, "only the five new changes: {:?}", phone.events);
+    assert_eq!(snapshot(&tablet), snapshot(&phone));
+}
+
+#[test]
+fn an_unusable_cursor_falls_back_to_per_document_sync() {
+    let issuer = CredentialIssuer::generate();
+    let mut first = relay(&issuer);
+    let mut tablet = Device::with_role(&issuer, "tablet-1", Role::Store, "S1");
+    let mut console = Device::with_role(&issuer, "disp-1", Role::Dispatcher, "");
+    for n in 0..10 {
+        tablet.replica.create_order(&order("S1", n)).unwrap();
+    }
+    tablet.connect(&mut first, 1);
+    console.connect(&mut first, 2);
+    pump(&mut first, &mut [&mut tablet, &mut console], NOW);
+
+    // The relay lost its data (a restore from an old backup, a new deployment):
+    // cursors point into a log that no longer exists. The console also wrote offline.
+    let orphan = console.replica.create_order(&order("S1", 99)).unwrap();
+    let mut second = Relay::new(
+        MemoryLogStore::new("relay-2"),
+        issuer.verifier(),
+        RelayConfig::default(),
+    );
+    tablet.connect(&mut second, 1);
+    console.connect(&mut second, 2);
+    pump(&mut second, &mut [&mut tablet, &mut console], NOW);
+
+    assert!(tablet.events.iter().any(|e| matches!(
+        e,
+        SyncEvent::Connected {
+            full_sync: true,
+            ..
+        }
+    )));
+    assert_eq!(snapshot(&tablet), snapshot(&console));
+    assert_eq!(tablet.replica.doc_ids().unwrap().len(), 11);
+    assert!(tablet.replica.order(&orphan).is_ok());
+    // Everything is in the new relay's log, and both cursors point at its head.
+    let head = second.store().head().unwrap();
+    assert_eq!(second.store().doc_ids().unwrap().len(), 11);
+    for d in [&tablet, &console] {
+        let cursor = d.replica.sync_cursor().unwrap().unwrap();
+        assert_eq!((cursor.relay_id.as_str(), cursor.seq), ("relay-2", head));
+    }
+}
+
+#[test]
+fn bad_credentials_are_refused_with_distinct_codes() {
+    let issuer = CredentialIssuer::generate();
+    let mut relay = relay(&issuer);
+    let identity = DeviceIdentity::courier("phone-9", "courier-9");
+    let forger = CredentialIssuer::generate();
+    let cases = [
+        (
+            credential(&forger, &identity, YEAR_3000_MS),
+            ErrorCode::BadCredential,
+        ),
+        (
+            credential(&issuer, &identity, NOW - 1),
+            ErrorCode::ExpiredCredential,
+        ),
+        (Vec::new(), ErrorCode::BadCredential),
+    ];
+    for (conn, (bytes, code)) in cases.into_iter().enumerate() {
+        let mut device = Device::new(&issuer, identity.clone());
+        device.credential = bytes;
+        device.connect(&mut relay, conn as u64);
+        assert_eq!(first_reply(&mut relay, &mut device), Some((code, true)));
+        assert!(relay.wants_close(conn as u64));
+    }
+    relay.store_mut().revoke("phone-9").unwrap();
+    let mut revoked = Device::new(&issuer, identity);
+    revoked.connect(&mut relay, 9);
+    assert_eq!(
+        first_reply(&mut relay, &mut revoked),
+        Some((ErrorCode::RevokedCredential, true))
+    );
+}
+
+/// Send the device's hello; return the code of the relay's error answer, if any.
+fn first_reply(
+    relay: &mut Relay<MemoryLogStore>,
+    device: &mut Device,
+) -> Option<(ErrorCode, bool)> {
+    let (conn, mut session) = device.session.take().unwrap();
+    relay.handle(conn, session.poll_transmit().unwrap(), NOW);
+    match relay.poll_transmit(conn) {
+        Some(Message::Error(e)) => Some((e.code, e.fatal)),
+        _ => None,
+    }
+}
