@@ -315,9 +315,10 @@ impl ClientSession {
     ) -> Result<(), SyncError> {
         // During a full sync the cursor is stored only at the end: the log from
         // before it was never applied here.
+        // Never move the cursor back (a repeated page must not undo a later one).
         let cursor = (!self.full_sync).then(|| Cursor {
             relay_id: self.relay_id.clone(),
-            seq: changes.cursor,
+            seq: changes.cursor.max(self.progress.cursor),
         });
         let applied = replica.apply_log(&changes.entries, cursor.as_ref())?;
         self.progress.cursor = self.progress.cursor.max(changes.cursor);
