@@ -33,6 +33,20 @@ impl Replica {
         }))
     }
 
+    /// A device setting kept in the store (the credential, a relay address override):
+    /// apps and the command line keep what a device needs to sync beside its data.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, ReplicaError> {
+        Ok(self.lock_writer().store.meta(&format!("setting.{key}"))?)
+    }
+
+    /// Store a device setting (see [`Replica::setting`]).
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), ReplicaError> {
+        self.lock_writer()
+            .store
+            .set_meta(&format!("setting.{key}"), value)?;
+        Ok(())
+    }
+
     /// Record the cursor on its own (after a full sync brought every document in).
     pub fn set_sync_cursor(&self, cursor: &Cursor) -> Result<(), ReplicaError> {
         self.lock_writer()
