@@ -66,3 +66,88 @@ pub fn protocol_stream(data: &[u8]) {
         }
     }
 }
+
+/// A device's byte stream into a relay session that has already accepted a valid
+/// hello: uploads, per-document sync messages and garbage must all end in a typed
+/// error or a normal answer, never a panic, and the relay must keep serving.
+pub fn relay_session(data: &[u8]) {
+    use crate::protocol::{self, Message};
+    use crate::sync::{MemoryLogStore, Relay, RelayConfig};
+    let Ok(issuer) = crate::credential::CredentialIssuer::from_secret_bytes(&[7; 32]) else {
+        return;
+    };
+    let credential = issuer.issue(crate::credential::CredentialBody {
+        format: 1,
+        device_id: "fuzz-device".into(),
+        role: crate::Role::Dispatcher,
+        store_id: None,
+        courier_id: None,
+        relay_id: "fuzz".into(),
+        relay_addr: "127.0.0.1:4433".into(),
+        relay_cert: String::new(),
+        issued_ms: 0,
+        expires_ms: i64::MAX,
+    });
+    let mut relay = Relay::new(
+        MemoryLogStore::new("fuzz"),
+        issuer.verifier(),
+        RelayConfig::default(),
+    );
+    relay.connect(1);
+    relay.handle(
+        1,
+        Message::Hello(protocol::Hello {
+            magic: protocol::MAGIC,
+            version: protocol::PROTOCOL_VERSION,
+            credential: credential.to_bytes(),
+            cursor: None,
+            client: "fuzz".into(),
+        }),
+        0,
+    );
+    let mut decoder = protocol::FrameDecoder::new(64 * 1024);
+    decoder.push(data);
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => match protocol::decode(&frame) {
+                Ok(message) => {
+                    relay.handle(1, message, 0);
+                }
+                Err(e) => relay.refuse_input(1, &e),
+            },
+            Ok(None) => break,
+            Err(e) => {
+                relay.refuse_input(1, &e);
+                break;
+            }
+        }
+        while relay.poll_transmit(1).is_some() {}
+    }
+}
+
+/// A relay's byte stream into a device session: whatever arrives, the device's store
+/// stays consistent and nothing panics.
+pub fn client_session(data: &[u8]) {
+    use crate::protocol;
+    use crate::sync::ClientSession;
+    let Ok(replica) = crate::Replica::open_in_memory(
+        crate::DeviceIdentity::dispatcher("fuzz"),
+        crate::replica::ReplicaOptions::default(),
+    ) else {
+        return;
+    };
+    let mut session = ClientSession::new(Vec::new(), Default::default());
+    if session.start(&replica).is_err() {
+        return;
+    }
+    let mut decoder = protocol::FrameDecoder::new(64 * 1024);
+    decoder.push(data);
+    while let Ok(Some(frame)) = decoder.next_frame() {
+        if let Ok(message) = protocol::decode(&frame)
+            && session.handle(&replica, message).is_err()
+        {
+            break;
+        }
+        while session.poll_transmit().is_some() {}
+    }
+}
