@@ -20,7 +20,7 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, OtherError, SignatureScheme};
+use rustls::{DigitallySignedStruct, OtherError, SignatureScheme};
 
 /// The application protocol both sides negotiate; a peer speaking anything else
 /// fails the handshake instead of exchanging bytes it cannot read.
@@ -153,9 +153,11 @@ impl ServerCertVerifier for PinnedCertVerifier {
         if end_entity.as_ref() == self.pinned.as_ref() {
             Ok(ServerCertVerified::assertion())
         } else {
-            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                OtherError(Arc::new(TlsError::PinMismatch)),
-            )))
+            // `Error::Other` displays our message as is (a `CertificateError`
+            // would print it in debug form); the relay sees a handshake failure.
+            Err(rustls::Error::Other(OtherError(Arc::new(
+                TlsError::PinMismatch,
+            ))))
         }
     }
 

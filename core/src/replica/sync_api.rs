@@ -65,6 +65,7 @@ impl Replica {
         cursor: Option<&Cursor>,
     ) -> Result<LogApplied, ReplicaError> {
         let mut groups: Vec<(DocId, Vec<automerge::Change>)> = Vec::new();
+        let mut index: std::collections::HashMap<DocId, usize> = std::collections::HashMap::new();
         let mut outcome = LogApplied::default();
         for entry in entries {
             let id = match DocId::parse(&entry.doc_id) {
@@ -81,9 +82,12 @@ impl Replica {
                     continue;
                 }
             };
-            match groups.iter_mut().find(|(g, _)| *g == id) {
-                Some((_, changes)) => changes.push(change),
-                None => groups.push((id, vec![change])),
+            match index.get(&id) {
+                Some(&i) => groups[i].1.push(change),
+                None => {
+                    index.insert(id.clone(), groups.len());
+                    groups.push((id, vec![change]));
+                }
             }
         }
         self.write(|s| {

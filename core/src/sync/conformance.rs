@@ -9,9 +9,12 @@
 use super::{IngestBatch, LogStore, LogStoreError, QuarantinedChange, StoredChange};
 use crate::protocol::LogEntry;
 
+/// A named check, run against one fresh store.
+type Check<S> = (&'static str, fn(&mut S));
+
 /// Run every check, each against a fresh store.
 pub(super) fn run<S: LogStore>(fresh: &mut impl FnMut() -> S) {
-    let checks: &[(&str, fn(&mut S))] = &[
+    let checks: &[Check<S>] = &[
         ("empty store", empty_store),
         ("relay id", relay_id_is_stable),
         (

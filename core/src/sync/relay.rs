@@ -633,10 +633,10 @@ impl<S: LogStore> Relay<S> {
             self.push(conn, &entries, woken);
             // The device has told us heads equal to ours: it holds everything we
             // do (any reply only confirms our heads to it).
-            if state.their_heads.as_deref() == Some(&heads[..]) {
-                if let Some(peer) = self.peer_mut(conn) {
-                    peer.docs.unsettled.remove(&sync.doc_id);
-                }
+            if state.their_heads.as_deref() == Some(&heads[..])
+                && let Some(peer) = self.peer_mut(conn)
+            {
+                peer.docs.unsettled.remove(&sync.doc_id);
             }
             reply
         };
