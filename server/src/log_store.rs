@@ -110,7 +110,7 @@ fn not_a_relay_database(what: &str) -> LogStoreError {
     ))
 }
 
-fn configure(conn: &Connection) -> rusqlite::Res<()> {
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
@@ -285,7 +285,7 @@ impl SqliteLogStore {
         let sql = format!("SELECT {QUARANTINE_COLUMNS} FROM quarantine ORDER BY id");
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map([], quarantine_row)?;
-        Ok(rows.collect::<rusqlite::Res<_>>()?)
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn head_in(conn: &Connection) -> Res<u64> {
@@ -398,11 +398,11 @@ impl SqliteLogStore {
         let mut out: Vec<Vec<u8>> = tx
             .prepare_cached("SELECT bytes FROM log WHERE doc_id = ?1 ORDER BY seq")?
             .query_map([doc_id], |r| r.get(0))?
-            .collect::<rusqlite::Res<_>>()?;
+            .collect::<rusqlite::Result<_>>()?;
         let waiting = tx
             .prepare_cached("SELECT bytes FROM waiting WHERE doc_id = ?1 ORDER BY rowid")?
             .query_map([doc_id], |r| r.get(0))?
-            .collect::<rusqlite::Res<Vec<Vec<u8>>>>()?;
+            .collect::<rusqlite::Result<Vec<Vec<u8>>>>()?;
         out.extend(waiting);
         tx.finish()?;
         Ok(out)
@@ -476,7 +476,7 @@ impl LogStore for SqliteLogStore {
                     "SELECT doc_id FROM log UNION SELECT doc_id FROM waiting ORDER BY doc_id",
                 )?
                 .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Res<_>>()?)
+                .collect::<rusqlite::Result<_>>()?)
         })()?;
         Ok(ids)
     }
@@ -804,5 +804,30 @@ mod tests {
             Some(list[1].clone())
         );
         assert_eq!(store.quarantine_entry(list[1].0 + 100).unwrap(), None);
+    }
+
+    #[test]
+    fn reads_use_the_primary_key_and_the_document_index() {
+        let store = SqliteLogStore::open_in_memory("r").unwrap();
+        let plan = |sql: &str| -> String {
+            let mut stmt = store
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            stmt.query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let read_log =
+            plan("SELECT seq, doc_id, bytes FROM log WHERE seq > 1 ORDER BY seq LIMIT 10");
+        assert!(read_log.contains("INTEGER PRIMARY KEY"), "{read_log}");
+        let doc = plan("SELECT bytes FROM log WHERE doc_id = 'x' ORDER BY seq");
+        assert!(doc.contains("USING INDEX log_doc_seq"), "{doc}");
+        assert!(!doc.contains("TEMP B-TREE"), "{doc}");
+        let waiting = plan("SELECT bytes FROM waiting WHERE doc_id = 'x' ORDER BY rowid");
+        assert!(waiting.contains("USING INDEX waiting_doc"), "{waiting}");
+        assert!(!waiting.contains("TEMP B-TREE"), "{waiting}");
     }
 }

@@ -579,6 +579,10 @@ impl<S: LogStore> Relay<S> {
                     Ok(()) => {
                         for change in new {
                             let hash = change.hash().0.to_vec();
+                            if self.store.contains(&hash)? {
+                                // It waited for the changes that just arrived.
+                                outcome.batch.no_longer_waiting.push(hash.clone());
+                            }
                             outcome.own.insert(hash, true);
                             outcome
                                 .batch
