@@ -1,5 +1,7 @@
 //! The Waybill relay: storage, keys, QUIC service and the operators' command line.
 
+pub mod cli;
 pub mod enroll;
 pub mod keys;
 pub mod log_store;
+pub mod service;

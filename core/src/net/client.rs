@@ -102,7 +102,11 @@ struct Backoff {
 
 impl Backoff {
     fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max, next: min }
+        Self {
+            min,
+            max,
+            next: min,
+        }
     }
 
     fn reset(&mut self) {
@@ -170,7 +174,8 @@ impl Worker {
                 after: self.options.connect_timeout,
             })??,
         };
-        let mut session = ClientSession::new(self.credential.to_bytes(), self.options.client.clone());
+        let mut session =
+            ClientSession::new(self.credential.to_bytes(), self.options.client.clone());
         if let Err(e) = session.start(&self.replica) {
             let failure = sync_failure(&link, e);
             return Err(drive::fail(link, &mut session, failure).await);
@@ -197,7 +202,10 @@ impl Worker {
             };
             match drive::handle(&link, &mut session, &self.replica, inbound) {
                 Ok(Received::Events(events)) => {
-                    if events.iter().any(|e| matches!(e, SyncEvent::Connected { .. })) {
+                    if events
+                        .iter()
+                        .any(|e| matches!(e, SyncEvent::Connected { .. }))
+                    {
                         backoff.reset();
                     }
                 }
@@ -239,13 +247,12 @@ impl Worker {
             } else {
                 ConnectionState::Syncing
             };
-            s.initial_sync = (progress.connected && !progress.caught_up).then_some(
-                InitialSyncProgress {
+            s.initial_sync =
+                (progress.connected && !progress.caught_up).then_some(InitialSyncProgress {
                     received: progress.received,
                     cursor: progress.cursor,
                     head: progress.head_at_start,
-                },
-            );
+                });
             if let Some(pending) = pending {
                 s.pending_uploads = pending;
             }

@@ -65,7 +65,11 @@ pub(crate) fn handle(
 }
 
 /// End a failed session and return the error to report.
-pub(crate) async fn fail(mut link: Link, session: &mut ClientSession, failure: Failure) -> NetError {
+pub(crate) async fn fail(
+    mut link: Link,
+    session: &mut ClientSession,
+    failure: Failure,
+) -> NetError {
     match failure {
         Failure::Undecodable(error) => link.refuse(error).await,
         Failure::Net(error) => {

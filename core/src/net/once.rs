@@ -78,7 +78,12 @@ async fn run(
         Ok(Ok(())) => {
             fill_counts(&mut report, &link, &session);
             drive::goodbye(link, &mut session).await;
-            tracing::info!(uploaded = report.uploaded, received = report.received, cursor = report.cursor, "sync complete");
+            tracing::info!(
+                uploaded = report.uploaded,
+                received = report.received,
+                cursor = report.cursor,
+                "sync complete"
+            );
             Ok(report)
         }
         Ok(Err(failure)) => Err(drive::fail(link, &mut session, failure).await),

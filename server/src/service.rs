@@ -1,0 +1,213 @@
+//! The relay's QUIC service around the sans-IO [`Relay`].
+//!
+//! ```text
+//!  device ─QUIC─▶ connection task ──(conn, message)──▶ ┌───────────────┐
+//!                 (reads, decodes)      bounded mpsc   │ relay thread  │
+//!  device ◀─QUIC─ writer task ◀──────────────────────── │ owns Relay<S> │
+//!                 (encodes, writes)  bounded per conn  └───────────────┘
+//! ```
+//!
+//! The state machine is single-threaded and commits to SQLite (an fsync per
+//! acknowledged batch), so it runs on a thread of its own: a slow disk never
+//! stalls the QUIC tasks, and the tasks never need a lock on the relay. Each
+//! connection's outgoing channel is bounded; the relay thread takes messages from
+//! the state machine only while there is room, so a device that is slowly catching
+//! up costs a few pages of memory, not the log.
+
+mod actor;
+mod connection;
+#[cfg(test)]
+mod tests;
+
+use crate::keys::{self, RelayKeys};
+use crate::log_store::SqliteLogStore;
+use actor::{Actor, ToActor};
+use anyhow::Context;
+use quinn::{Endpoint, VarInt};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use waybill_core::sync::{Relay, RelayConfig};
+
+/// Messages from all connections waiting for the relay thread.
+const INBOX: usize = 1024;
+/// How long shutdown waits for devices to receive `ShuttingDown` and go.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// How long shutdown waits for closed connections to drain.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+
+/// The relay database's file name in the data directory.
+pub const DATABASE_FILE: &str = "relay.db";
+
+/// QUIC application close codes the relay uses.
+pub mod close_code {
+    /// Orderly close (after `Bye`).
+    pub const BYE: u32 = 0;
+    /// Closed after a protocol or credential error (sent as an `Error` first).
+    pub const REFUSED: u32 = 1;
+    /// The relay is shutting down.
+    pub const SHUTTING_DOWN: u32 = 2;
+    /// The relay failed.
+    pub const INTERNAL: u32 = 3;
+}
+
+/// How to run the relay.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Data directory: keys, certificate, `relay.db`.
+    pub data: PathBuf,
+    /// UDP address devices connect to.
+    pub listen: SocketAddr,
+    /// The operator's own certificate (PEM) instead of a generated one.
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM); required with `cert`.
+    pub key: Option<PathBuf>,
+    /// Extra host names or IP addresses for a generated certificate.
+    pub names: Vec<String>,
+    /// Tuning of the relay state machine.
+    pub config: RelayConfig,
+}
+
+impl ServeOptions {
+    /// A relay keeping its data in `data` and listening on `listen`, with a
+    /// generated certificate and default tuning.
+    pub fn new(data: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        Self {
+            data: data.into(),
+            listen,
+            cert: None,
+            key: None,
+            names: Vec::new(),
+            config: RelayConfig::default(),
+        }
+    }
+}
+
+/// A relay accepting devices; [`RunningRelay::shutdown`] stops it.
+pub struct RunningRelay {
+    /// The address it listens on (the real port when started on port 0).
+    pub local_addr: SocketAddr,
+    /// Its keys: the certificate devices pin and the credential issuer.
+    pub keys: RelayKeys,
+    /// The relay database.
+    pub database: PathBuf,
+    endpoint: Endpoint,
+    inbox: mpsc::Sender<ToActor>,
+    accept: JoinHandle<()>,
+    actor_done: oneshot::Receiver<()>,
+}
+
+impl std::fmt::Debug for RunningRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningRelay")
+            .field("local_addr", &self.local_addr)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Run the relay until `shutdown` resolves (the binary passes SIGINT/SIGTERM),
+/// then stop gracefully.
+pub async fn serve(
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let relay = start(options).await?;
+    tracing::info!(listen = %relay.local_addr, relay_id = %relay.keys.relay_id, "relay listening");
+    shutdown.await;
+    tracing::info!("shutting down");
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// Load (or create) the keys and the database in the data directory and start
+/// accepting devices.
+pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
+    let keys = load_keys(&options)?;
+    let database = options.data.join(DATABASE_FILE);
+    let store = SqliteLogStore::open(&database, &keys.relay_id)
+        .with_context(|| format!("cannot open the relay database {}", database.display()))?;
+    let relay = Relay::new(store, keys.issuer.verifier(), options.config.clone());
+    let server_config = keys
+        .server_config()
+        .context("the relay certificate cannot serve QUIC")?;
+    let endpoint = Endpoint::server(server_config, options.listen)
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let local_addr = endpoint.local_addr()?;
+
+    let (inbox, rx) = mpsc::channel(INBOX);
+    let actor_done = Actor::spawn(relay, rx)?;
+    let accept = tokio::spawn(accept_loop(endpoint.clone(), inbox.clone()));
+    Ok(RunningRelay {
+        local_addr,
+        keys,
+        database,
+        endpoint,
+        inbox,
+        accept,
+        actor_done,
+    })
+}
+
+fn load_keys(options: &ServeOptions) -> anyhow::Result<RelayKeys> {
+    let user_cert = match (&options.cert, &options.key) {
+        (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        (None, None) => None,
+        _ => anyhow::bail!("give both the certificate and its key, or neither"),
+    };
+    let (keys, created) = keys::load_or_create(&options.data, user_cert, &options.names)
+        .with_context(|| format!("cannot load the relay keys from {}", options.data.display()))?;
+    if created {
+        tracing::info!(
+            relay_id = %keys.relay_id,
+            cert = %keys.cert_path.display(),
+            "created the relay's keys; devices enrolled from now on pin this certificate"
+        );
+    } else {
+        tracing::info!(relay_id = %keys.relay_id, cert = %keys.cert_path.display(), "loaded the relay's keys");
+    }
+    Ok(keys)
+}
+
+async fn accept_loop(endpoint: Endpoint, inbox: mpsc::Sender<ToActor>) {
+    let next = Arc::new(AtomicU64::new(1));
+    while let Some(incoming) = endpoint.accept().await {
+        let conn = next.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(connection::run(incoming, conn, inbox.clone()));
+    }
+}
+
+impl RunningRelay {
+    /// Stop gracefully: refuse new devices, tell connected ones the relay is
+    /// shutting down, give them a moment to hear it, then close. Everything
+    /// acknowledged is already durable (acknowledgements follow the commit).
+    pub async fn shutdown(self) {
+        self.endpoint.set_server_config(None);
+        self.accept.abort();
+        let (done, flushed) = oneshot::channel();
+        if self.inbox.send(ToActor::Shutdown { done }).await.is_ok()
+            && tokio::time::timeout(SHUTDOWN_FLUSH, flushed).await.is_err()
+        {
+            tracing::warn!("devices did not disconnect in time; closing their connections");
+        }
+        self.endpoint.close(
+            VarInt::from_u32(close_code::SHUTTING_DOWN),
+            b"relay shutting down",
+        );
+        let _ = tokio::time::timeout(SHUTDOWN_DRAIN, self.endpoint.wait_idle()).await;
+        // The relay thread ends once every connection task has let go of it.
+        drop(self.inbox);
+        if tokio::time::timeout(SHUTDOWN_DRAIN, self.actor_done)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the relay thread did not stop in time");
+        }
+        tracing::info!("relay stopped");
+    }
+}

@@ -1,0 +1,252 @@
+//! One device connection: a task that reads and decodes frames for the relay
+//! thread, and a writer task that encodes and writes what the relay thread hands it.
+
+use super::actor::{Outbound, ToActor};
+use super::close_code;
+use quinn::{Connection, Incoming, RecvStream, SendStream, VarInt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::Instrument;
+use waybill_core::protocol::{self, DEFAULT_MAX_FRAME, FrameDecoder, Message, ProtocolError};
+use waybill_core::sync::ConnId;
+
+/// How long the QUIC/TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a device may take to open its stream after connecting.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a device may take to send its first message.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages queued for one device's writer. A catch-up page is up to about
+/// `RelayConfig::page_bytes`, so this bounds the memory a slow device costs.
+const OUTBOUND: usize = 4;
+/// How long the last frames may take to be acknowledged before closing.
+const GOODBYE_WAIT: Duration = Duration::from_secs(2);
+
+/// Serve one incoming connection until it ends.
+pub(crate) async fn run(incoming: Incoming, conn: ConnId, inbox: mpsc::Sender<ToActor>) {
+    let span = tracing::info_span!(
+        "conn",
+        conn,
+        remote = %incoming.remote_address(),
+        device = tracing::field::Empty
+    );
+    serve(incoming, conn, inbox, span.clone())
+        .instrument(span)
+        .await;
+}
+
+async fn serve(
+    incoming: Incoming,
+    conn: ConnId,
+    inbox: mpsc::Sender<ToActor>,
+    span: tracing::Span,
+) {
+    let Some(connection) = handshake(incoming).await else {
+        return;
+    };
+    let Some((send, recv)) = open_stream(&connection).await else {
+        return;
+    };
+    let (writer, outbound) = mpsc::channel(OUTBOUND);
+    let blocked = Arc::new(AtomicBool::new(false));
+    let connected = ToActor::Connected {
+        conn,
+        writer,
+        blocked: Arc::clone(&blocked),
+        span,
+    };
+    if inbox.send(connected).await.is_err() {
+        connection.close(
+            VarInt::from_u32(close_code::SHUTTING_DOWN),
+            b"relay stopping",
+        );
+        return;
+    }
+    tracing::debug!("device connected");
+    let writer = Writer {
+        conn,
+        connection: connection.clone(),
+        send,
+        blocked,
+        inbox: inbox.clone(),
+    };
+    tokio::spawn(writer.run(outbound).in_current_span());
+    read_frames(conn, &connection, recv, &inbox).await;
+    let _ = inbox.send(ToActor::Disconnected { conn }).await;
+    tracing::debug!("device disconnected");
+}
+
+async fn handshake(incoming: Incoming) -> Option<Connection> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+        Ok(Ok(connection)) => Some(connection),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("handshake timed out");
+            None
+        }
+    }
+}
+
+async fn open_stream(connection: &Connection) -> Option<(SendStream, RecvStream)> {
+    match tokio::time::timeout(STREAM_TIMEOUT, connection.accept_bi()).await {
+        Ok(Ok(streams)) => Some(streams),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "connection ended before opening a stream");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("no stream opened in time");
+            connection.close(VarInt::from_u32(close_code::REFUSED), b"no stream opened");
+            None
+        }
+    }
+}
+
+/// Read frames until the stream ends, the connection breaks, or the device sends
+/// something that is not a message (the relay thread then answers with a typed
+/// error and closes; this waits for that). A device that opens its stream but
+/// says nothing is refused, so idle sockets cannot pile up.
+async fn read_frames(
+    conn: ConnId,
+    connection: &Connection,
+    mut recv: RecvStream,
+    inbox: &mpsc::Sender<ToActor>,
+) {
+    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+    let mut buf = vec![0u8; 64 * 1024];
+    let hello_by = Instant::now() + HELLO_TIMEOUT;
+    let mut greeted = false;
+    loop {
+        let read = if greeted {
+            recv.read(&mut buf).await
+        } else {
+            match tokio::time::timeout_at(hello_by, recv.read(&mut buf)).await {
+                Ok(read) => read,
+                Err(_) => {
+                    let error = ProtocolError::Unexpected {
+                        expected: "hello",
+                        got: "nothing in time",
+                    };
+                    return refuse(conn, connection, inbox, error).await;
+                }
+            }
+        };
+        match read {
+            Ok(Some(n)) => decoder.push(&buf[..n]),
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "connection lost");
+                return;
+            }
+        }
+        loop {
+            match next_message(&mut decoder) {
+                Ok(Some(message)) => {
+                    greeted = true;
+                    if inbox
+                        .send(ToActor::Message { conn, message })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => return refuse(conn, connection, inbox, error).await,
+            }
+        }
+    }
+}
+
+/// Hand the relay thread what was wrong with the input, then wait for the writer
+/// to send the error and close (or for the idle timeout).
+async fn refuse(
+    conn: ConnId,
+    connection: &Connection,
+    inbox: &mpsc::Sender<ToActor>,
+    error: ProtocolError,
+) {
+    if inbox.send(ToActor::Invalid { conn, error }).await.is_ok() {
+        connection.closed().await;
+    }
+}
+
+fn next_message(decoder: &mut FrameDecoder) -> Result<Option<Message>, ProtocolError> {
+    decoder
+        .next_frame()?
+        .map(|payload| protocol::decode(&payload))
+        .transpose()
+}
+
+/// Writes what the relay thread hands over, in order, then closes.
+struct Writer {
+    conn: ConnId,
+    connection: Connection,
+    send: SendStream,
+    blocked: Arc<AtomicBool>,
+    inbox: mpsc::Sender<ToActor>,
+}
+
+impl Writer {
+    async fn run(mut self, mut outbound: mpsc::Receiver<Outbound>) {
+        while let Some(out) = outbound.recv().await {
+            match out {
+                Outbound::Message(message) => {
+                    if !self.write(&message).await {
+                        return;
+                    }
+                }
+                Outbound::Close(code) => return self.close(code).await,
+            }
+        }
+        // The relay thread forgot the connection (it is gone or said goodbye).
+        self.close(close_code::BYE).await;
+    }
+
+    /// Write one message; false if the connection cannot be written to any more.
+    async fn write(&mut self, message: &Message) -> bool {
+        let frame = match protocol::encode(message, DEFAULT_MAX_FRAME) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::error!(error = %e, message = message.name(), "cannot encode a message");
+                self.connection
+                    .close(VarInt::from_u32(close_code::INTERNAL), b"internal error");
+                return false;
+            }
+        };
+        if let Err(e) = self.send.write_all(&frame).await {
+            tracing::debug!(error = %e, "cannot write to the device");
+            return false;
+        }
+        if self.blocked.swap(false, Ordering::SeqCst)
+            && self
+                .inbox
+                .send(ToActor::Drained { conn: self.conn })
+                .await
+                .is_err()
+        {
+            return false;
+        }
+        true
+    }
+
+    /// Finish the stream, give the device a moment to receive the last frames
+    /// (a typed error, say), then close.
+    async fn close(mut self, code: u32) {
+        if self.send.finish().is_ok() {
+            let _ = tokio::time::timeout(GOODBYE_WAIT, self.send.stopped()).await;
+        }
+        let reason: &[u8] = match code {
+            close_code::BYE => b"bye",
+            close_code::SHUTTING_DOWN => b"relay shutting down",
+            _ => b"refused",
+        };
+        self.connection.close(VarInt::from_u32(code), reason);
+    }
+}

@@ -1,0 +1,441 @@
+//! Devices and the relay over real QUIC on loopback: convergence through one-shot
+//! syncs, live push to a background client, and refusals with clear errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use waybill_core::credential::{Credential, CredentialIssuer};
+use waybill_core::model::{EventDetails, NewDelivery, NewLedgerEntry, PaymentMethod};
+use waybill_core::net::tls::TlsError;
+use waybill_core::net::{
+    ConnectionState, NetError, SyncClient, SyncOptions, SyncReport, SyncStatus, sync_once,
+};
+use waybill_core::protocol::ErrorCode;
+use waybill_core::replica::{Replica, ReplicaOptions};
+use waybill_core::sync::LogStore;
+use waybill_core::{DocId, Role};
+use waybill_server::enroll::{EnrollRequest, enroll};
+use waybill_server::keys::{self, RelayKeys};
+use waybill_server::log_store::SqliteLogStore;
+use waybill_server::service::{RunningRelay, ServeOptions, start};
+use waybill_tests::order;
+
+const HOUR_MS: i64 = 3_600_000;
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+async fn relay() -> (tempfile::TempDir, RunningRelay) {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start(ServeOptions::new(
+        dir.path(),
+        "127.0.0.1:0".parse().unwrap(),
+    ))
+    .await
+    .unwrap();
+    (dir, relay)
+}
+
+/// A credential signed with `keys`, as `waybill enroll` issues it.
+fn credential_from(
+    keys: &RelayKeys,
+    relay: &RunningRelay,
+    device: &str,
+    role: Role,
+    id: &str,
+    issued_ms: i64,
+) -> Credential {
+    let (courier, store) = match role {
+        Role::Courier => (Some(id.to_owned()), None),
+        Role::Store => (None, Some(id.to_owned())),
+        Role::Dispatcher => (None, None),
+    };
+    let request = EnrollRequest {
+        role,
+        courier,
+        store,
+        device_id: Some(device.to_owned()),
+        relay_addr: relay.local_addr.to_string(),
+        valid_for_ms: HOUR_MS,
+        now_ms: issued_ms,
+    };
+    enroll(keys, &request).unwrap()
+}
+
+fn credential(relay: &RunningRelay, device: &str, role: Role, id: &str) -> Credential {
+    credential_from(&relay.keys, relay, device, role, id, now_ms())
+}
+
+fn replica(credential: &Credential) -> Arc<Replica> {
+    Arc::new(
+        Replica::open_in_memory(credential.body.identity(), ReplicaOptions::default()).unwrap(),
+    )
+}
+
+async fn sync(replica: &Arc<Replica>, credential: &Credential) -> SyncReport {
+    sync_once(
+        Arc::clone(replica),
+        credential,
+        &SyncOptions::default(),
+        SYNC_TIMEOUT,
+    )
+    .await
+    .unwrap()
+}
+
+async fn sync_err(replica: &Arc<Replica>, credential: &Credential) -> NetError {
+    sync_once(
+        Arc::clone(replica),
+        credential,
+        &SyncOptions::default(),
+        SYNC_TIMEOUT,
+    )
+    .await
+    .unwrap_err()
+}
+
+/// Every document with its heads, and every document's status.
+fn snapshot(replica: &Replica) -> Vec<(String, Vec<String>, String)> {
+    replica
+        .doc_ids()
+        .unwrap()
+        .into_iter()
+        .map(|id| {
+            let status = match id.kind() {
+                waybill_core::DocKind::Order => replica.order(&id).unwrap().status,
+                waybill_core::DocKind::Delivery => replica.delivery(&id).unwrap().status,
+            };
+            (id.to_string(), replica.heads(&id).unwrap(), status)
+        })
+        .collect()
+}
+
+/// Poll `check` until it holds or `limit` passes.
+async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < until {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_and_two_couriers_converge_after_working_offline() {
+    let (_dir, relay) = relay().await;
+    let tablet_cred = credential(&relay, "tablet-1", Role::Store, "S1");
+    let c1_cred = credential(&relay, "phone-1", Role::Courier, "courier-1");
+    let c2_cred = credential(&relay, "phone-2", Role::Courier, "courier-2");
+    let (tablet, c1, c2) = (replica(&tablet_cred), replica(&c1_cred), replica(&c2_cred));
+
+    let a = tablet.create_order(&order("S1", 1)).unwrap();
+    let b = tablet.create_order(&order("S1", 2)).unwrap();
+    let da = tablet
+        .assign_courier(&a, "courier-1", &NewDelivery::default())
+        .unwrap();
+    let db = tablet
+        .assign_courier(&b, "courier-2", &NewDelivery::default())
+        .unwrap();
+    let first = sync(&tablet, &tablet_cred).await;
+    assert_eq!(first.uploaded, 6, "{first:?}");
+    assert!(!first.full_sync);
+    assert_eq!(tablet.pending_uploads().unwrap(), 0);
+    let got = sync(&c1, &c1_cred).await;
+    assert_eq!(got.received, 6, "{got:?}");
+    assert!(got.bytes_received > 0 && got.messages_received >= 2);
+    sync(&c2, &c2_cred).await;
+
+    // Everyone works offline, on the same orders.
+    let details = EventDetails::default();
+    c1.record_event(&da, "picked_up", &details).unwrap();
+    c1.record_event(&da, "delivered", &details).unwrap();
+    let cash = NewLedgerEntry {
+        delivery_id: Some(da.to_string()),
+        ..NewLedgerEntry::payment(PaymentMethod::Cash, 7_800_000, "IRR")
+    };
+    c1.record_payment(&a, &cash).unwrap();
+    c2.record_event(&db, "picked_up", &details).unwrap();
+    c2.record_event(&db, "failed_attempt", &details).unwrap();
+    c2.add_note(&db, "nobody home, left a card").unwrap();
+    tablet
+        .add_note(&a, "customer asked for the side door")
+        .unwrap();
+    tablet
+        .add_note(&db, "call before the second attempt")
+        .unwrap();
+    let c = tablet.create_order(&order("S1", 3)).unwrap();
+
+    // They come back in different orders; two rounds carry everything everywhere.
+    for (replica, cred) in [(&c2, &c2_cred), (&tablet, &tablet_cred), (&c1, &c1_cred)] {
+        sync(replica, cred).await;
+    }
+    for (replica, cred) in [(&c2, &c2_cred), (&tablet, &tablet_cred)] {
+        sync(replica, cred).await;
+    }
+
+    let expected = snapshot(&tablet);
+    assert_eq!(expected.len(), 5);
+    assert_eq!(snapshot(&c1), expected);
+    assert_eq!(snapshot(&c2), expected);
+    for device in [&tablet, &c1, &c2] {
+        assert_eq!(device.pending_uploads().unwrap(), 0);
+        assert_eq!(device.delivery(&da).unwrap().status, "delivered");
+        assert_eq!(device.delivery(&db).unwrap().failed_attempts, 1);
+        assert_eq!(device.order(&a).unwrap().payments.len(), 1);
+        assert!(device.order(&c).is_ok());
+    }
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_client_receives_pushed_changes_without_polling() {
+    let (_dir, relay) = relay().await;
+    let tablet_cred = credential(&relay, "tablet-1", Role::Store, "S1");
+    let phone_cred = credential(&relay, "phone-1", Role::Courier, "courier-1");
+    let (tablet, phone) = (replica(&tablet_cred), replica(&phone_cred));
+    let a = tablet.create_order(&order("S1", 1)).unwrap();
+    let da = tablet
+        .assign_courier(&a, "courier-1", &NewDelivery::default())
+        .unwrap();
+
+    let client = SyncClient::start(
+        Arc::clone(&tablet),
+        tablet_cred.clone(),
+        SyncOptions::default(),
+    );
+    let seen: Arc<Mutex<Vec<SyncStatus>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let _subscription = client.subscribe_status(Arc::new(move |s: &SyncStatus| {
+        log.lock().unwrap().push(s.clone())
+    }));
+    let live = |s: &SyncStatus| s.state == ConnectionState::Live && s.pending_uploads == 0;
+    assert!(
+        eventually(Duration::from_secs(10), || live(&client.status())).await,
+        "{:?}",
+        client.status()
+    );
+    assert!(client.status().last_synced_ms.is_some());
+    assert!(seen.lock().unwrap().iter().any(live));
+
+    // The courier syncs once; the tablet hears about it from the relay's push.
+    sync(&phone, &phone_cred).await;
+    phone
+        .record_event(&da, "picked_up", &EventDetails::default())
+        .unwrap();
+    sync(&phone, &phone_cred).await;
+    assert!(
+        eventually(Duration::from_secs(10), || status_of(&tablet, &da)
+            == "picked_up")
+        .await,
+        "the pushed change did not arrive: {:?}",
+        client.status()
+    );
+
+    // A local write on the tablet is uploaded without being asked.
+    tablet.add_note(&a, "fragile").unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || tablet
+            .pending_uploads()
+            .unwrap()
+            == 0)
+        .await,
+        "{:?}",
+        client.status()
+    );
+    sync(&phone, &phone_cred).await;
+    assert_eq!(
+        phone.order(&a).unwrap().notes,
+        tablet.order(&a).unwrap().notes
+    );
+
+    client.stop().await;
+    drop(_subscription);
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert!(
+        matches!(last.state, ConnectionState::Stopped { .. }),
+        "{last:?}"
+    );
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_client_reconnects_after_the_relay_restarts() {
+    let (dir, relay) = relay().await;
+    let addr = relay.local_addr;
+    let tablet_cred = credential(&relay, "tablet-1", Role::Store, "S1");
+    let phone_cred = credential(&relay, "phone-1", Role::Courier, "courier-1");
+    let (tablet, phone) = (replica(&tablet_cred), replica(&phone_cred));
+    let a = tablet.create_order(&order("S1", 1)).unwrap();
+    let da = tablet
+        .assign_courier(&a, "courier-1", &NewDelivery::default())
+        .unwrap();
+    let options = SyncOptions {
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+        ..SyncOptions::default()
+    };
+    let client = SyncClient::start(Arc::clone(&tablet), tablet_cred, options);
+    let live = || client.status().state == ConnectionState::Live;
+    assert!(eventually(Duration::from_secs(10), live).await);
+
+    // The relay stops: the client hears why and goes offline, without giving up.
+    relay.shutdown().await;
+    assert!(
+        eventually(Duration::from_secs(10), || client.status().state
+            == ConnectionState::Offline)
+        .await,
+        "{:?}",
+        client.status()
+    );
+    let error = client.status().last_error.unwrap_or_default();
+    assert!(error.contains("shutting down"), "{error}");
+
+    // Same data directory and address: same keys, so the credentials still work.
+    // (The old socket is released by a background task: retry the bind briefly.)
+    let mut restarted = None;
+    for _ in 0..100 {
+        match start(ServeOptions::new(dir.path(), addr)).await {
+            Ok(relay) => {
+                restarted = Some(relay);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let relay = restarted.expect("the relay restarts on the same address");
+    assert!(
+        eventually(Duration::from_secs(10), live).await,
+        "{:?}",
+        client.status()
+    );
+    sync(&phone, &phone_cred).await;
+    phone
+        .record_event(&da, "picked_up", &EventDetails::default())
+        .unwrap();
+    sync(&phone, &phone_cred).await;
+    assert!(
+        eventually(Duration::from_secs(10), || status_of(&tablet, &da)
+            == "picked_up")
+        .await,
+        "{:?}",
+        client.status()
+    );
+    client.stop().await;
+    relay.shutdown().await;
+}
+
+fn status_of(replica: &Replica, delivery: &DocId) -> String {
+    replica
+        .delivery(delivery)
+        .map(|d| d.status)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_distinct_and_clear() {
+    let (_dir, relay) = relay().await;
+
+    // A relay presenting another certificate than the pinned one.
+    let mut other = relay.keys.clone();
+    other.cert_der = keys::self_signed(&["localhost".to_owned()]).unwrap().0;
+    let wrong_pin = credential_from(&other, &relay, "phone-1", Role::Courier, "c-1", now_ms());
+    let err = sync_err(&replica(&wrong_pin), &wrong_pin).await;
+    assert!(
+        matches!(
+            err,
+            NetError::Tls {
+                source: TlsError::PinMismatch,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("pinned"), "{err}");
+
+    // Signed by someone else.
+    let mut forger = relay.keys.clone();
+    forger.issuer = CredentialIssuer::generate();
+    let forged = credential_from(&forger, &relay, "phone-2", Role::Courier, "c-2", now_ms());
+    let err = sync_err(&replica(&forged), &forged).await;
+    assert_eq!(err.relay_code(), Some(ErrorCode::BadCredential), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&relay.local_addr.to_string()) && text.contains("refused the credential"),
+        "{text}"
+    );
+    assert!(err.is_fatal());
+
+    // Expired an hour ago.
+    let expired = credential_from(
+        &relay.keys,
+        &relay,
+        "phone-3",
+        Role::Courier,
+        "c-3",
+        now_ms() - 2 * HOUR_MS,
+    );
+    let err = sync_err(&replica(&expired), &expired).await;
+    assert_eq!(
+        err.relay_code(),
+        Some(ErrorCode::ExpiredCredential),
+        "{err}"
+    );
+    assert!(err.to_string().contains("expired"), "{err}");
+
+    // Revoked by the operator (through the database, as the command line does).
+    let revoked = credential(&relay, "phone-4", Role::Courier, "c-4");
+    let device = replica(&revoked);
+    sync(&device, &revoked).await;
+    SqliteLogStore::open(&relay.database, &relay.keys.relay_id)
+        .unwrap()
+        .revoke("phone-4")
+        .unwrap();
+    let err = sync_err(&device, &revoked).await;
+    assert_eq!(
+        err.relay_code(),
+        Some(ErrorCode::RevokedCredential),
+        "{err}"
+    );
+    assert!(err.to_string().contains("revoked"), "{err}");
+
+    // A background client stops for good instead of retrying a refused credential.
+    let client = SyncClient::start(device, revoked, SyncOptions::default());
+    assert!(
+        eventually(Duration::from_secs(10), || matches!(
+            client.status().state,
+            ConnectionState::Stopped { .. }
+        ))
+        .await,
+        "{:?}",
+        client.status()
+    );
+    let status = client.status();
+    assert!(status.last_error.unwrap().contains("revoked"));
+    client.stop().await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_relay_times_out_with_its_address() {
+    let (_dir, relay) = relay().await;
+    let cred = credential(&relay, "phone-1", Role::Courier, "c-1");
+    let addr = relay.local_addr.to_string();
+    relay.shutdown().await;
+    let options = SyncOptions {
+        connect_timeout: Duration::from_millis(500),
+        ..SyncOptions::default()
+    };
+    let err = sync_once(replica(&cred), &cred, &options, SYNC_TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&addr), "{err}");
+    assert!(!err.is_fatal());
+}
