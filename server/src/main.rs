@@ -1,48 +1,32 @@
 //! `waybill`: the relay and the operators' command line.
 //!
-//! This file only parses the command line and starts the library code.
+//! This file only parses the command line, sets up logging and starts the
+//! library code ([`waybill_server::cli`]).
 
-use clap::{Parser, Subcommand};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::process::ExitCode;
 
-#[derive(Parser, Debug)]
-#[command(name = "waybill", version, about = "Waybill relay and command line")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use clap::Parser;
+use waybill_server::cli::{self, Cli};
 
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run the relay.
-    Serve {
-        /// Data directory (embedded SQLite store, certificates).
-        #[arg(long, default_value = "./waybill-data", env = "WAYBILL_DATA")]
-        data: PathBuf,
-        /// UDP address to listen on for devices (QUIC).
-        #[arg(long, default_value = "0.0.0.0:4433", env = "WAYBILL_LISTEN")]
-        listen: SocketAddr,
-    },
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    // Usage errors exit here with clap's message and code 2.
+    let cli = Cli::parse();
+    // Logs go to stderr: stdout carries the command's result (often JSON).
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| cli.default_log_level().into()),
         )
         .init();
-    match Cli::parse().command {
-        Command::Serve { data, listen } => {
-            std::fs::create_dir_all(&data)?;
-            tracing::info!(data = %data.display(), %listen, "waybill relay");
-            println!(
-                "waybill {}: the relay's QUIC service is not built yet (it lands with the sync issue).\n\
-                 Data directory {} is ready; nothing is listening on {listen}.",
-                env!("CARGO_PKG_VERSION"),
-                data.display()
-            );
-            Ok(())
+    let mut stdout = std::io::stdout().lock();
+    match cli::run(cli, &mut stdout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", cli::error_line(&err));
+            ExitCode::FAILURE
         }
     }
 }

@@ -77,4 +77,7 @@ pub enum ErrorCode {
     Internal,
     /// The relay is shutting down; reconnect later.
     ShuttingDown,
+    /// The log was compacted past where the device is reading: reconnect, and the
+    /// relay brings it up to date with a full (per-document) sync.
+    CursorExpired,
 }

@@ -514,6 +514,17 @@ impl<S: LogStore> Relay<S> {
         let Some(after) = self.peer_mut(conn).map(|p| p.sent_through) else {
             return Ok(());
         };
+        if after < self.store.oldest_resumable()? {
+            // Compacted while the device was reading: skipping ahead would lose
+            // entries it never saw. It reconnects and gets a full sync instead.
+            tracing::info!(conn, after, "log compacted under a catching-up device");
+            self.fail(
+                conn,
+                ErrorCode::CursorExpired,
+                "the relay's log was compacted past this device's position; reconnect".into(),
+            );
+            return Ok(());
+        }
         let entries =
             self.store
                 .read_log(after, self.config.page_entries, self.config.page_bytes)?;
