@@ -9,13 +9,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use waybill_core::Replica;
 use waybill_core::credential::Credential;
 use waybill_core::model::NewOrder;
 use waybill_core::net::{NetError, SyncOptions, sync_once};
 use waybill_core::replica::ReplicaOptions;
 use waybill_core::store::{Durability, StoreOptions};
 use waybill_core::sync::LogStore;
-use waybill_core::Replica;
 use waybill_server::log_store::SqliteLogStore;
 
 const ORDERS: usize = 3_000;
@@ -125,7 +125,14 @@ fn no_acknowledged_change_is_lost_when_the_relay_is_killed() {
         runtime.spawn(async move {
             // The relay may still be starting: retry until it answers.
             loop {
-                match sync_once(replica.clone(), &credential, &options, Duration::from_secs(60)).await {
+                match sync_once(
+                    replica.clone(),
+                    &credential,
+                    &options,
+                    Duration::from_secs(60),
+                )
+                .await
+                {
                     Ok(report) => return Ok(report),
                     Err(NetError::Connect { .. } | NetError::Timeout { .. }) => {
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -149,7 +156,8 @@ fn no_acknowledged_change_is_lost_when_the_relay_is_killed() {
     // The device would only notice at its idle timeout; stop it now.
     uploading.abort();
     let _ = runtime.block_on(uploading);
-    let acknowledged: HashSet<Vec<u8>> = all.difference(&outbox_hashes(&replica)).cloned().collect();
+    let acknowledged: HashSet<Vec<u8>> =
+        all.difference(&outbox_hashes(&replica)).cloned().collect();
     assert!(
         !acknowledged.is_empty() && acknowledged.len() < ORDERS,
         "the kill must land mid-upload ({} acknowledged)",
@@ -161,7 +169,10 @@ fn no_acknowledged_change_is_lost_when_the_relay_is_killed() {
     {
         let log = SqliteLogStore::open(&data.join("relay.db"), relay_id.trim()).unwrap();
         for hash in &acknowledged {
-            assert!(log.contains(hash).unwrap(), "an acknowledged change was lost");
+            assert!(
+                log.contains(hash).unwrap(),
+                "an acknowledged change was lost"
+            );
         }
     }
 
@@ -170,7 +181,14 @@ fn no_acknowledged_change_is_lost_when_the_relay_is_killed() {
     let report = runtime
         .block_on(async {
             loop {
-                match sync_once(replica.clone(), &credential, &options, Duration::from_secs(60)).await {
+                match sync_once(
+                    replica.clone(),
+                    &credential,
+                    &options,
+                    Duration::from_secs(60),
+                )
+                .await
+                {
                     Err(NetError::Connect { .. } | NetError::Timeout { .. }) => {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
@@ -182,7 +200,11 @@ fn no_acknowledged_change_is_lost_when_the_relay_is_killed() {
     assert_eq!(replica.pending_uploads().unwrap(), 0, "{report:?}");
     drop(_relay);
     let log = SqliteLogStore::open(&data.join("relay.db"), relay_id.trim()).unwrap();
-    assert_eq!(log.head().unwrap(), ORDERS as u64, "each change logged once");
+    assert_eq!(
+        log.head().unwrap(),
+        ORDERS as u64,
+        "each change logged once"
+    );
     for hash in &all {
         assert!(log.contains(hash).unwrap());
     }

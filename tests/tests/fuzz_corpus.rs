@@ -63,18 +63,31 @@ fn client_session_inputs_never_panic() {
 #[ignore = "writes fuzz/seeds; run by hand when the protocol changes"]
 #[allow(clippy::unwrap_used)]
 fn write_session_seeds() {
+    use waybill_core::Role;
     use waybill_core::credential::CredentialIssuer;
     use waybill_core::model::{EventDetails, NewDelivery};
     use waybill_core::protocol::{DEFAULT_MAX_FRAME, encode};
     use waybill_core::sync::{ClientSession, MemoryLogStore, Relay, RelayConfig};
-    use waybill_core::Role;
 
     let issuer = CredentialIssuer::from_secret_bytes(&[7; 32]).unwrap();
-    let mut relay = Relay::new(MemoryLogStore::new("fuzz"), issuer.verifier(), RelayConfig::default());
+    let mut relay = Relay::new(
+        MemoryLogStore::new("fuzz"),
+        issuer.verifier(),
+        RelayConfig::default(),
+    );
     let tablet = waybill_tests::Device::with_role(&issuer, "tablet", Role::Store, "S1");
-    let order = tablet.replica.create_order(&waybill_tests::order("S1", 1)).unwrap();
-    tablet.replica.record_event(&order, "confirmed", &EventDetails::default()).unwrap();
-    tablet.replica.assign_courier(&order, "c1", &NewDelivery::default()).unwrap();
+    let order = tablet
+        .replica
+        .create_order(&waybill_tests::order("S1", 1))
+        .unwrap();
+    tablet
+        .replica
+        .record_event(&order, "confirmed", &EventDetails::default())
+        .unwrap();
+    tablet
+        .replica
+        .assign_courier(&order, "c1", &NewDelivery::default())
+        .unwrap();
     let mut session = ClientSession::new(tablet.credential.clone(), Default::default());
     session.start(&tablet.replica).unwrap();
     relay.connect(1);

@@ -244,7 +244,8 @@ fn session_counting(relay: &mut Relay<MemoryLogStore>, device: &mut Device, conn
             got.bytes += waybill_core::protocol::encode(&m, u32::MAX).unwrap().len();
             if let Message::Changes(c) = &m {
                 got.entries += c.entries.len();
-                got.documents.extend(c.entries.iter().map(|e| e.doc_id.clone()));
+                got.documents
+                    .extend(c.entries.iter().map(|e| e.doc_id.clone()));
             }
             session.handle(&device.replica, m).unwrap();
             moved = true;
