@@ -848,7 +848,7 @@ impl Sim {
                     return Err(format!(
                         "healing round {round}: {}'s session is stuck (not idle once the \
                          network is quiet): {:?}, {} upload(s) in flight, welcome (head, \
-                         full_sync) {:?}, relay head now {}",
+                         full_sync) {:?}, relay head now {}, documents not in sync {:?}",
                         d.name,
                         link.session.progress(),
                         link.session.uploads_in_flight(),
@@ -856,6 +856,10 @@ impl Sim {
                         match &self.relay {
                             RelayState::Up(r) => r.store().head().unwrap(),
                             _ => 0,
+                        },
+                        match &self.relay {
+                            RelayState::Up(r) => r.full_sync_pending(link.conn),
+                            _ => None,
                         }
                     ));
                 }
@@ -1107,7 +1111,19 @@ fn describe(message: &Message) -> String {
             "welcome head {} oldest {} full_sync {}",
             w.head, w.oldest_resumable, w.full_sync
         ),
-        Message::DocSync(d) => format!("doc_sync {}", d.doc_id),
+        Message::DocSync(d) => match automerge::sync::Message::decode(&d.message) {
+            Ok(m) => format!(
+                "doc_sync {} heads {:?} need {} changes {}",
+                d.doc_id,
+                m.heads
+                    .iter()
+                    .map(|h| h.to_string()[..6].to_owned())
+                    .collect::<Vec<_>>(),
+                m.need.len(),
+                m.changes.len()
+            ),
+            Err(_) => format!("doc_sync {} (undecodable)", d.doc_id),
+        },
         Message::DocSyncComplete(d) => format!("doc_sync_complete cursor {}", d.cursor),
         other => other.name().to_string(),
     }

@@ -133,6 +133,17 @@ impl Replica {
         Ok(message)
     }
 
+    /// A document's heads (empty when it is not on this device).
+    pub fn heads_of(&self, doc_id: &DocId) -> Result<Vec<automerge::ChangeHash>, ReplicaError> {
+        let mut writer = self.lock_writer();
+        let Some(doc) = writer.take(doc_id)? else {
+            return Ok(Vec::new());
+        };
+        let heads = doc.get_heads();
+        writer.cache.put(doc_id.clone(), doc);
+        Ok(heads)
+    }
+
     /// Apply a peer's Automerge sync message for a document; the changes it brings
     /// are stored (and indexed) before this returns. Returns how many were new.
     pub fn receive_doc_sync(

@@ -397,7 +397,16 @@ impl ClientSession {
                 documents: 1,
             });
         }
-        if let Some(message) = replica.doc_sync_message(&id, state)? {
+        let message = match replica.doc_sync_message(&id, state)? {
+            Some(message) => Some(message),
+            // Automerge stays silent when the peer's heads already equal ours, taking
+            // that as proof the peer knows ours. During a full sync that is not so:
+            // a pushed change may have brought us level without the relay hearing
+            // from us. Tell it our heads, so it can count the document as in sync.
+            None if self.full_sync && !state.in_flight => Some(heads_only(replica.heads_of(&id)?)),
+            None => None,
+        };
+        if let Some(message) = message {
             self.out.push_back(Message::DocSync(DocSync {
                 doc_id: sync.doc_id,
                 message,
@@ -434,4 +443,17 @@ impl ClientSession {
         }
         Ok(())
     }
+}
+
+/// An Automerge sync message that only states our heads (no changes, no requests).
+fn heads_only(heads: Vec<automerge::ChangeHash>) -> Vec<u8> {
+    am_sync::Message {
+        heads,
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: am_sync::ChunkList::empty(),
+        flags: None,
+        version: am_sync::MessageVersion::V1,
+    }
+    .encode()
 }

@@ -32,8 +32,9 @@ pub struct RelayConfig {
     pub page_bytes: usize,
     /// Documents kept decoded in memory.
     pub cached_docs: usize,
-    /// Per-document sync rounds in one session before the relay stops answering (a
-    /// peer that keeps offering refused changes would otherwise loop forever).
+    /// Per-document sync rounds in which the device's heads do not move before the
+    /// relay stops answering for that document (a peer that keeps offering refused
+    /// changes would otherwise loop forever).
     pub max_sync_rounds: u32,
 }
 
@@ -52,7 +53,8 @@ impl Default for RelayConfig {
 #[derive(Default)]
 struct DocSyncs {
     states: HashMap<String, am_sync::State>,
-    rounds: HashMap<String, u32>,
+    /// Rounds without progress, and the device's heads in the last one.
+    rounds: HashMap<String, (u32, Vec<automerge::ChangeHash>)>,
     /// Documents not yet known to be in sync.
     unsettled: BTreeSet<String>,
     /// Whether the device said it has offered all of its documents.
@@ -149,6 +151,14 @@ impl<S: LogStore> Relay<S> {
     /// The device's credential, once the handshake succeeded.
     pub fn peer(&self, conn: ConnId) -> Option<&DeviceIdentity> {
         self.conns.get(&conn)?.peer.as_ref().map(|p| &p.identity)
+    }
+
+    /// During a full sync, the documents not yet known to be in sync with the device
+    /// (for diagnostics; None when no full sync runs on the connection).
+    pub fn full_sync_pending(&self, conn: ConnId) -> Option<Vec<String>> {
+        let docs = &self.conns.get(&conn)?.peer.as_ref()?.docs;
+        docs.running
+            .then(|| docs.unsettled.iter().cloned().collect())
     }
 
     /// Bytes from the device did not make a message: tell it why and close.
@@ -482,6 +492,7 @@ impl<S: LogStore> Relay<S> {
             return;
         };
         let (first, last) = (first.0.seq, last.0.seq);
+        let mut nudge = Vec::new();
         for (conn, c) in self.conns.iter_mut() {
             let Some(peer) = c.peer.as_mut() else {
                 continue;
@@ -501,12 +512,57 @@ impl<S: LogStore> Relay<S> {
                 .map(|(e, _)| e.clone())
                 .collect();
             peer.sent_through = last;
+            if peer.docs.running {
+                for entry in &entries {
+                    if peer.docs.unsettled.contains(&entry.doc_id) {
+                        nudge.push((*conn, entry.doc_id.clone()));
+                    }
+                }
+            }
             c.out.push_back(Message::Changes(Changes {
                 entries,
                 cursor: last,
                 caught_up: true,
             }));
             woken.push(*conn);
+        }
+        nudge.dedup();
+        for (conn, doc_id) in nudge {
+            self.nudge_doc_sync(conn, &doc_id);
+        }
+    }
+
+    /// A document still being synced with a device changed under the exchange (a
+    /// push). The device may have gone quiet believing it was in sync; send it our
+    /// new heads so it answers with its own and the document can settle.
+    fn nudge_doc_sync(&mut self, conn: ConnId, doc_id: &str) {
+        let Some(mut state) = self
+            .peer_mut(conn)
+            .and_then(|p| p.docs.states.remove(doc_id))
+        else {
+            return;
+        };
+        let message = match self.docs.take(&self.store, doc_id) {
+            Ok(doc) => {
+                let message = doc.generate_sync_message(&mut state);
+                self.docs.put(doc_id.to_owned(), doc);
+                message
+            }
+            Err(e) => {
+                tracing::error!(doc = doc_id, error = %e, "cannot load a document to sync");
+                None
+            }
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if let Some(message) = message {
+                c.out.push_back(Message::DocSync(DocSync {
+                    doc_id: doc_id.to_owned(),
+                    message: message.encode(),
+                }));
+            }
+            if let Some(peer) = c.peer.as_mut() {
+                peer.docs.states.insert(doc_id.to_owned(), state);
+            }
         }
     }
 
@@ -566,12 +622,20 @@ impl<S: LogStore> Relay<S> {
         let Some(peer) = self.peer_mut(conn) else {
             return Ok(());
         };
-        let rounds = peer.docs.rounds.entry(sync.doc_id.clone()).or_default();
-        *rounds += 1;
+        // Count rounds in which the device's heads did not move. A peer that keeps
+        // offering changes we refuse would otherwise loop forever; an honest one
+        // makes progress every round or two. Giving up leaves the document
+        // unsettled, so the full sync does not complete (and no cursor is stored)
+        // in this session: nothing is skipped.
+        let (rounds, last_heads) = peer.docs.rounds.entry(sync.doc_id.clone()).or_default();
+        if *last_heads == message.heads {
+            *rounds += 1;
+        } else {
+            *rounds = 0;
+            last_heads.clone_from(&message.heads);
+        }
         if *rounds > max_rounds {
-            tracing::warn!(doc = %sync.doc_id, "per-document sync is not converging; giving up on it for this session");
-            peer.docs.unsettled.remove(&sync.doc_id);
-            self.finish_full_sync_if_done(conn);
+            tracing::warn!(doc = %sync.doc_id, "per-document sync is not converging; no longer answering for it in this session");
             return Ok(());
         }
         let mut state = peer.docs.states.remove(&sync.doc_id).unwrap_or_default();
