@@ -1,0 +1,235 @@
+//! Full sync: Automerge's per-document sync protocol with a device whose cursor the
+//! relay cannot resume (another deployment, a compacted log, a restored relay).
+
+use super::ingest::{Ingest, stored};
+use super::{ConnId, Failure, Relay};
+use crate::ids::DocId;
+use crate::protocol::{DocSync, DocSyncComplete, ErrorCode, Message, WireError};
+use crate::sync::log_store::LogStore;
+use crate::sync::relay_docs::{self, Refused};
+use automerge::sync::{self as am_sync, SyncDoc};
+use std::collections::{BTreeSet, HashMap};
+
+/// Per-document sync with one device (the fallback when its cursor is unusable).
+#[derive(Default)]
+pub(super) struct DocSyncs {
+    pub(super) states: HashMap<String, am_sync::State>,
+    /// Rounds without progress, and the device's heads in the last one.
+    pub(super) rounds: HashMap<String, (u32, Vec<automerge::ChangeHash>)>,
+    /// Documents not yet known to be in sync.
+    pub(super) unsettled: BTreeSet<String>,
+    /// Whether the device said it has offered all of its documents.
+    pub(super) device_offered: bool,
+    /// Whether a full sync is running (false once `DocSyncComplete` went out).
+    pub(super) running: bool,
+}
+
+impl<S: LogStore> Relay<S> {
+    /// Start a full sync: offer every document with a first Automerge sync message.
+    pub(super) fn open_full_sync(&mut self, docs: &mut DocSyncs) -> Result<Vec<Message>, Failure> {
+        docs.running = true;
+        let mut first = Vec::new();
+        for doc_id in self.store.doc_ids()? {
+            let doc = self.docs.take(&self.store, &doc_id)?;
+            let mut state = am_sync::State::new();
+            let message = doc.generate_sync_message(&mut state);
+            self.docs.put(doc_id.clone(), doc);
+            if let Some(message) = message {
+                first.push(Message::DocSync(DocSync {
+                    doc_id: doc_id.clone(),
+                    message: message.encode(),
+                }));
+            }
+            docs.states.insert(doc_id.clone(), state);
+            docs.unsettled.insert(doc_id);
+        }
+        Ok(first)
+    }
+
+    /// A document still being synced with a device changed under the exchange (a
+    /// push). The device may have gone quiet believing it was in sync; send it our
+    /// new heads so it answers with its own and the document can settle.
+    pub(super) fn nudge_doc_sync(&mut self, conn: ConnId, doc_id: &str) {
+        let Some(mut state) = self
+            .peer_mut(conn)
+            .and_then(|p| p.docs.states.remove(doc_id))
+        else {
+            return;
+        };
+        let message = match self.docs.take(&self.store, doc_id) {
+            Ok(doc) => {
+                let message = doc.generate_sync_message(&mut state);
+                self.docs.put(doc_id.to_owned(), doc);
+                message
+            }
+            Err(e) => {
+                tracing::error!(doc = doc_id, error = %e, "cannot load a document to sync");
+                None
+            }
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if let Some(message) = message {
+                c.out.push_back(Message::DocSync(DocSync {
+                    doc_id: doc_id.to_owned(),
+                    message: message.encode(),
+                }));
+            }
+            if let Some(peer) = c.peer.as_mut() {
+                peer.docs.states.insert(doc_id.to_owned(), state);
+            }
+        }
+    }
+
+    pub(super) fn on_doc_sync(
+        &mut self,
+        conn: ConnId,
+        sync: DocSync,
+        now_ms: i64,
+        woken: &mut Vec<ConnId>,
+    ) -> Result<(), Failure> {
+        let device = self.device_id(conn);
+        let id = DocId::parse(&sync.doc_id)
+            .map_err(|e| Failure::new(ErrorCode::InvalidDocument, e.to_string()))?;
+        let message = am_sync::Message::decode(&sync.message).map_err(|e| {
+            Failure::new(
+                ErrorCode::MalformedMessage,
+                format!("doc_sync for {}: {e}", sync.doc_id),
+            )
+        })?;
+        let max_rounds = self.config.max_sync_rounds;
+        let Some(peer) = self.peer_mut(conn) else {
+            return Ok(());
+        };
+        // Count rounds in which the device's heads did not move. A peer that keeps
+        // offering changes we refuse would otherwise loop forever; an honest one
+        // makes progress every round or two. Giving up leaves the document
+        // unsettled, so the full sync does not complete (and no cursor is stored)
+        // in this session: nothing is skipped.
+        let (rounds, last_heads) = peer.docs.rounds.entry(sync.doc_id.clone()).or_default();
+        if *last_heads == message.heads {
+            *rounds += 1;
+        } else {
+            *rounds = 0;
+            last_heads.clone_from(&message.heads);
+        }
+        if *rounds > max_rounds {
+            tracing::warn!(doc = %sync.doc_id, "per-document sync is not converging; no longer answering for it in this session");
+            return Ok(());
+        }
+        let mut state = peer.docs.states.remove(&sync.doc_id).unwrap_or_default();
+        peer.docs.unsettled.insert(sync.doc_id.clone());
+
+        let mut doc = self.docs.take(&self.store, &sync.doc_id)?;
+        let heads_before = doc.get_heads();
+        let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            doc.receive_sync_message(&mut state, message)
+        }));
+        let mut outcome = Ingest::default();
+        let failed = match received {
+            Ok(Ok(())) => {
+                let new = relay_docs::new_since(&doc, &heads_before);
+                match relay_docs::check_readable(&doc, &id) {
+                    Ok(()) => {
+                        for change in new {
+                            let hash = change.hash().0.to_vec();
+                            if self.store.contains(&hash)? {
+                                // It waited for the changes that just arrived.
+                                outcome.batch.no_longer_waiting.push(hash.clone());
+                            }
+                            outcome.own.insert(hash, true);
+                            outcome
+                                .batch
+                                .log
+                                .push(stored(&sync.doc_id, &change, &device));
+                        }
+                        None
+                    }
+                    Err(Refused::Invalid(r) | Refused::Corrupt(r)) => {
+                        for change in new {
+                            outcome.refuse(
+                                &sync.doc_id,
+                                change.hash().0.to_vec(),
+                                change.raw_bytes().to_vec(),
+                                &device,
+                                now_ms,
+                                ErrorCode::InvalidDocument,
+                                r.clone(),
+                            );
+                        }
+                        Some((ErrorCode::InvalidDocument, r))
+                    }
+                }
+            }
+            Ok(Err(e)) => Some((ErrorCode::CorruptChange, e.to_string())),
+            Err(_) => Some((
+                ErrorCode::CorruptChange,
+                "automerge could not apply the sync message".into(),
+            )),
+        };
+        let reply = if let Some((code, reason)) = failed {
+            self.docs.evict(&sync.doc_id);
+            self.commit(outcome.batch, Vec::new(), &HashMap::new())?;
+            tracing::warn!(doc = %sync.doc_id, ?code, %reason, "doc_sync refused");
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.out.push_back(Message::Error(WireError {
+                    code,
+                    message: format!("{}: {reason}", sync.doc_id),
+                    fatal: false,
+                }));
+            }
+            // Answer from the durable state so the exchange can still settle.
+            let clean = self.docs.take(&self.store, &sync.doc_id)?;
+            let reply = clean.generate_sync_message(&mut state);
+            self.docs.put(sync.doc_id.clone(), clean);
+            reply
+        } else {
+            let reply = doc.generate_sync_message(&mut state);
+            let heads = doc.get_heads();
+            let own = std::mem::take(&mut outcome.own);
+            let entries = self.commit(outcome.batch, vec![(sync.doc_id.clone(), doc)], &own)?;
+            self.push(conn, &entries, woken);
+            // The device has told us heads equal to ours: it holds everything we
+            // do (any reply only confirms our heads to it).
+            if state.their_heads.as_deref() == Some(&heads[..])
+                && let Some(peer) = self.peer_mut(conn)
+            {
+                peer.docs.unsettled.remove(&sync.doc_id);
+            }
+            reply
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if let Some(reply) = reply {
+                c.out.push_back(Message::DocSync(DocSync {
+                    doc_id: sync.doc_id.clone(),
+                    message: reply.encode(),
+                }));
+            }
+            if let Some(peer) = c.peer.as_mut() {
+                peer.docs.states.insert(sync.doc_id, state);
+            }
+        }
+        self.finish_full_sync_if_done(conn);
+        Ok(())
+    }
+
+    pub(super) fn finish_full_sync_if_done(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let Some(peer) = c.peer.as_mut() else {
+            return;
+        };
+        let docs = &mut peer.docs;
+        if docs.running && docs.device_offered && docs.unsettled.is_empty() {
+            docs.running = false;
+            tracing::info!(
+                cursor = peer.sent_through,
+                documents = docs.states.len(),
+                "full sync complete"
+            );
+            c.out.push_back(Message::DocSyncComplete(DocSyncComplete {
+                cursor: peer.sent_through,
+            }));
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Uploads: untrusted changes checked against the relay's copy of each document,
+//! made durable through the `LogStore`, then acknowledged and pushed.
+
+use super::{ConnId, Failure, Relay};
+use crate::ids::DocId;
+use crate::protocol::{ErrorCode, LogEntry, Message, Refusal, Upload, UploadAck, UploadChange};
+use crate::sync::log_store::{IngestBatch, LogStore, QuarantinedChange, StoredChange};
+use crate::sync::relay_docs::{self, Refused};
+use std::collections::{HashMap, HashSet};
+
+impl<S: LogStore> Relay<S> {
+    pub(super) fn on_upload(
+        &mut self,
+        conn: ConnId,
+        upload: Upload,
+        now_ms: i64,
+        woken: &mut Vec<ConnId>,
+    ) -> Result<(), Failure> {
+        let device = self.device_id(conn);
+        let _span = tracing::debug_span!("upload", conn, device = %device, batch = upload.batch, changes = upload.changes.len()).entered();
+        let mut outcome = Ingest::default();
+        for (doc_id, group) in group_by_doc(upload.changes) {
+            self.stage_group(&doc_id, group, &device, now_ms, &mut outcome)?;
+        }
+        let own = self.commit(outcome.batch, outcome.docs, &outcome.own)?;
+        self.push(conn, &own, woken);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.out.push_back(Message::UploadAck(UploadAck {
+                batch: upload.batch,
+                accepted: outcome.accepted,
+                refused: outcome.refused,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Check one document's uploaded changes, staging what to store.
+    pub(super) fn stage_group(
+        &mut self,
+        doc_id: &str,
+        group: Vec<Vec<u8>>,
+        device: &str,
+        now_ms: i64,
+        out: &mut Ingest,
+    ) -> Result<(), Failure> {
+        let Ok(id) = DocId::parse(doc_id) else {
+            for bytes in group {
+                out.refuse(
+                    doc_id,
+                    Vec::new(),
+                    bytes,
+                    device,
+                    now_ms,
+                    ErrorCode::InvalidDocument,
+                    format!("{doc_id:?} is not a Waybill document id"),
+                );
+            }
+            return Ok(());
+        };
+        let mut fresh = Vec::new();
+        let mut seen = HashSet::new();
+        for bytes in group {
+            match crate::changes::decode(&bytes) {
+                Err(e) => out.refuse(
+                    doc_id,
+                    Vec::new(),
+                    bytes,
+                    device,
+                    now_ms,
+                    ErrorCode::CorruptChange,
+                    e.to_string(),
+                ),
+                Ok(change) => {
+                    let hash = change.hash().0.to_vec();
+                    if self.store.contains(&hash)? {
+                        out.accepted.push(hash);
+                    } else if seen.insert(hash) {
+                        fresh.push(change);
+                    }
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let mut doc = self.docs.take(&self.store, doc_id)?;
+        let hashes: Vec<Vec<u8>> = fresh.iter().map(|c| c.hash().0.to_vec()).collect();
+        match relay_docs::apply_checked(&mut doc, &id, fresh.clone()) {
+            Ok(applied) => {
+                for change in applied.applied {
+                    let hash = change.hash().0.to_vec();
+                    let own = hashes.contains(&hash);
+                    if !own {
+                        // It waited for the changes that just arrived.
+                        out.batch.no_longer_waiting.push(hash.clone());
+                    }
+                    out.own.insert(hash.clone(), own);
+                    out.batch
+                        .log
+                        .push(stored(doc_id, &change, if own { device } else { "" }));
+                }
+                for change in applied.waiting {
+                    out.batch.waiting.push(stored(doc_id, &change, device));
+                }
+                out.accepted.extend(hashes);
+                out.docs.push((doc_id.to_owned(), doc));
+            }
+            Err(refused) => {
+                // The working copy holds the refused changes: rebuild it from the store.
+                self.docs.evict(doc_id);
+                let (code, reason) = match refused {
+                    Refused::Corrupt(r) => (ErrorCode::CorruptChange, r),
+                    Refused::Invalid(r) => (ErrorCode::InvalidDocument, r),
+                };
+                tracing::warn!(doc = doc_id, ?code, %reason, "changes refused and quarantined");
+                for change in fresh {
+                    out.refuse(
+                        doc_id,
+                        change.hash().0.to_vec(),
+                        change.raw_bytes().to_vec(),
+                        device,
+                        now_ms,
+                        code,
+                        reason.clone(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Make a batch durable, then cache the documents it changed. Returns the new log
+    /// entries, each marked with whether the uploading device made it.
+    pub(super) fn commit(
+        &mut self,
+        batch: IngestBatch,
+        docs: Vec<(String, automerge::Automerge)>,
+        own: &HashMap<Vec<u8>, bool>,
+    ) -> Result<Vec<(LogEntry, bool)>, Failure> {
+        if batch.is_empty() {
+            for (id, doc) in docs {
+                self.docs.put(id, doc);
+            }
+            return Ok(Vec::new());
+        }
+        let seqs = match self.store.commit(&batch) {
+            Ok(seqs) => seqs,
+            Err(e) => {
+                // Nothing was stored: the working copies are ahead of the store.
+                for (id, _) in docs {
+                    self.docs.evict(&id);
+                }
+                return Err(e.into());
+            }
+        };
+        for (id, doc) in docs {
+            self.docs.put(id, doc);
+        }
+        Ok(batch
+            .log
+            .into_iter()
+            .zip(seqs)
+            .map(|(c, seq)| {
+                let mine = own.get(&c.hash).copied().unwrap_or(false);
+                (
+                    LogEntry {
+                        seq,
+                        doc_id: c.doc_id,
+                        bytes: c.bytes,
+                    },
+                    mine,
+                )
+            })
+            .collect())
+    }
+}
+
+/// What one upload stages.
+#[derive(Default)]
+pub(super) struct Ingest {
+    pub(super) batch: IngestBatch,
+    pub(super) docs: Vec<(String, automerge::Automerge)>,
+    /// Log entries to be, by hash: whether the uploading device made them.
+    pub(super) own: HashMap<Vec<u8>, bool>,
+    pub(super) accepted: Vec<Vec<u8>>,
+    pub(super) refused: Vec<Refusal>,
+}
+
+impl Ingest {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn refuse(
+        &mut self,
+        doc_id: &str,
+        hash: Vec<u8>,
+        bytes: Vec<u8>,
+        device: &str,
+        now_ms: i64,
+        code: ErrorCode,
+        reason: String,
+    ) {
+        self.refused.push(Refusal {
+            hash: hash.clone(),
+            doc_id: doc_id.to_owned(),
+            code,
+            reason: reason.clone(),
+        });
+        self.batch.quarantine.push(QuarantinedChange {
+            change: StoredChange {
+                doc_id: doc_id.to_owned(),
+                hash,
+                bytes,
+                device_id: device.to_owned(),
+            },
+            code: format!("{code:?}"),
+            reason,
+            at_ms: now_ms,
+        });
+    }
+}
+
+pub(super) fn stored(doc_id: &str, change: &automerge::Change, device: &str) -> StoredChange {
+    StoredChange {
+        doc_id: doc_id.to_owned(),
+        hash: change.hash().0.to_vec(),
+        bytes: change.raw_bytes().to_vec(),
+        device_id: device.to_owned(),
+    }
+}
+
+/// Group changes by document, keeping the order of first appearance and, within a
+/// document, the order sent.
+fn group_by_doc(changes: Vec<UploadChange>) -> Vec<(String, Vec<Vec<u8>>)> {
+    let mut groups: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for change in changes {
+        match index.get(&change.doc_id) {
+            Some(&i) => groups[i].1.push(change.bytes),
+            None => {
+                index.insert(change.doc_id.clone(), groups.len());
+                groups.push((change.doc_id, vec![change.bytes]));
+            }
+        }
+    }
+    groups
+}

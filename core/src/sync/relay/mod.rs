@@ -1,0 +1,450 @@
+//! The relay's side of the protocol, as a state machine with no I/O.
+//!
+//! A driver (QUIC in `waybill-server`, or the simulated network in the tests) tells
+//! the [`Relay`] about connections and the messages they carry, and writes out what
+//! [`Relay::poll_transmit`] hands back. The relay checks credentials, validates and
+//! logs uploaded changes (acknowledging them only once the [`LogStore`] has made them
+//! durable), streams the log from each device's cursor, pushes new changes to every
+//! connected device, and runs Automerge's per-document sync protocol for a device
+//! whose cursor cannot be resumed.
+
+mod full_sync;
+mod ingest;
+
+use super::log_store::{LogStore, LogStoreError};
+use super::relay_docs::RelayDocs;
+use crate::credential::{CredentialError, CredentialVerifier};
+use crate::identity::DeviceIdentity;
+use crate::protocol::{
+    self, Changes, ErrorCode, Hello, LogEntry, Message, ProtocolError, Welcome, WireError,
+};
+use full_sync::DocSyncs;
+use std::collections::{BTreeMap, VecDeque};
+
+/// A connection, as numbered by the driver.
+pub type ConnId = u64;
+
+/// Tuning of a relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Most log entries in one `Changes` message while a device catches up.
+    pub page_entries: usize,
+    /// About how many change bytes go in one `Changes` message.
+    pub page_bytes: usize,
+    /// Documents kept decoded in memory.
+    pub cached_docs: usize,
+    /// Per-document sync rounds in which the device's heads do not move before the
+    /// relay stops answering for that document (a peer that keeps offering refused
+    /// changes would otherwise loop forever).
+    pub max_sync_rounds: u32,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            page_entries: 2048,
+            page_bytes: 1024 * 1024,
+            cached_docs: 1024,
+            max_sync_rounds: 16,
+        }
+    }
+}
+
+struct Peer {
+    identity: DeviceIdentity,
+    /// The log has been sent up to here (the device's cursor once it applies it).
+    sent_through: u64,
+    /// Still paging through the log from an old cursor; pushes wait until caught up.
+    catching_up: bool,
+    docs: DocSyncs,
+}
+
+#[derive(Default)]
+struct Connection {
+    peer: Option<Peer>,
+    out: VecDeque<Message>,
+    /// Close once `out` is drained (after a fatal error or a bye).
+    closing: bool,
+}
+
+/// The relay state machine. `S` is its durable storage.
+pub struct Relay<S: LogStore> {
+    store: S,
+    verifier: CredentialVerifier,
+    config: RelayConfig,
+    docs: RelayDocs,
+    conns: BTreeMap<ConnId, Connection>,
+}
+
+impl<S: LogStore> Relay<S> {
+    /// A relay over a store, accepting credentials signed by `verifier`'s key.
+    pub fn new(store: S, verifier: CredentialVerifier, config: RelayConfig) -> Self {
+        let docs = RelayDocs::new(config.cached_docs);
+        Self {
+            store,
+            verifier,
+            config,
+            docs,
+            conns: BTreeMap::new(),
+        }
+    }
+
+    /// The durable store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The durable store, for administration (revocations).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Stop, keeping only what is durable (a simulated crash does exactly this).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Documents held decoded in memory.
+    pub fn cached_documents(&self) -> usize {
+        self.docs.cached()
+    }
+
+    /// A device connected; it must send `Hello` first.
+    pub fn connect(&mut self, conn: ConnId) {
+        self.conns.insert(conn, Connection::default());
+    }
+
+    /// The connection is gone; forget it.
+    pub fn disconnect(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn)
+            && let Some(peer) = c.peer
+        {
+            tracing::debug!(conn, device = %peer.identity.device_id, "device disconnected");
+        }
+    }
+
+    /// Whether the driver should close the connection once its output is written.
+    pub fn wants_close(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_none_or(|c| c.closing && c.out.is_empty())
+    }
+
+    /// The device's credential, once the handshake succeeded.
+    pub fn peer(&self, conn: ConnId) -> Option<&DeviceIdentity> {
+        self.conns.get(&conn)?.peer.as_ref().map(|p| &p.identity)
+    }
+
+    /// During a full sync, the documents not yet known to be in sync with the device
+    /// (for diagnostics; None when no full sync runs on the connection).
+    pub fn full_sync_pending(&self, conn: ConnId) -> Option<Vec<String>> {
+        let docs = &self.conns.get(&conn)?.peer.as_ref()?.docs;
+        docs.running
+            .then(|| docs.unsettled.iter().cloned().collect())
+    }
+
+    /// Bytes from the device did not make a message: tell it why and close.
+    pub fn refuse_input(&mut self, conn: ConnId, error: &ProtocolError) {
+        tracing::warn!(conn, %error, "refusing a peer's input");
+        self.fail(conn, error.code(), error.to_string());
+    }
+
+    /// The relay is stopping: tell every device to come back later.
+    pub fn shutdown(&mut self) -> Vec<ConnId> {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in &conns {
+            self.fail(
+                *conn,
+                ErrorCode::ShuttingDown,
+                "the relay is shutting down".into(),
+            );
+        }
+        conns
+    }
+
+    /// The next message to send on a connection. While a device catches up, the log
+    /// is read one page at a time, only when the previous page has been taken, so a
+    /// slow device costs one page of memory.
+    pub fn poll_transmit(&mut self, conn: ConnId) -> Option<Message> {
+        let needs_page = {
+            let c = self.conns.get(&conn)?;
+            c.out.is_empty() && !c.closing && c.peer.as_ref().is_some_and(|p| p.catching_up)
+        };
+        if needs_page && let Err(e) = self.queue_page(conn) {
+            tracing::error!(conn, error = %e, "cannot read the log");
+            self.fail(
+                conn,
+                ErrorCode::Internal,
+                "the relay cannot read its log".into(),
+            );
+        }
+        self.conns.get_mut(&conn)?.out.pop_front()
+    }
+
+    /// Handle one message from a device. Returns every connection that now has
+    /// something to send (the sender, and devices a new change was pushed to).
+    pub fn handle(&mut self, conn: ConnId, message: Message, now_ms: i64) -> Vec<ConnId> {
+        let Some(c) = self.conns.get(&conn) else {
+            return Vec::new();
+        };
+        if c.closing {
+            return Vec::new();
+        }
+        let mut woken = vec![conn];
+        let result = if c.peer.is_none() {
+            self.on_hello(conn, message, now_ms)
+        } else {
+            match message {
+                Message::Upload(upload) => self.on_upload(conn, upload, now_ms, &mut woken),
+                Message::DocSync(sync) => self.on_doc_sync(conn, sync, now_ms, &mut woken),
+                Message::DocSyncOffered(_) => {
+                    if let Some(peer) = self.peer_mut(conn) {
+                        peer.docs.device_offered = true;
+                    }
+                    self.finish_full_sync_if_done(conn);
+                    Ok(())
+                }
+                Message::Error(error) => {
+                    tracing::warn!(conn, code = ?error.code, message = %error.message, "device reported an error");
+                    if error.fatal {
+                        self.close(conn);
+                    }
+                    Ok(())
+                }
+                Message::Bye => {
+                    self.close(conn);
+                    Ok(())
+                }
+                other => Err(ProtocolError::Unexpected {
+                    expected: "upload, doc_sync or bye",
+                    got: other.name(),
+                }
+                .into()),
+            }
+        };
+        if let Err(failure) = result {
+            self.fail(conn, failure.code, failure.message);
+        }
+        woken.dedup();
+        woken
+    }
+
+    fn on_hello(&mut self, conn: ConnId, message: Message, now_ms: i64) -> Result<(), Failure> {
+        let (hello, version) = protocol::accept_hello(message)?;
+        let identity = self.authenticate(&hello, now_ms)?;
+        let span = tracing::info_span!("session", conn, device = %identity.device_id, role = %identity.role);
+        let _entered = span.enter();
+        let relay_id = self.store.relay_id();
+        let head = self.store.head()?;
+        let oldest = self.store.oldest_resumable()?;
+        let resume_from = match &hello.cursor {
+            None if oldest == 0 => Some(0),
+            Some(c) if c.relay_id == relay_id && c.seq <= head && c.seq >= oldest => Some(c.seq),
+            _ => None,
+        };
+        tracing::info!(cursor = ?hello.cursor.as_ref().map(|c| c.seq), head, full_sync = resume_from.is_none(), client = %hello.client, "device connected");
+        let mut peer = Peer {
+            identity,
+            sent_through: resume_from.unwrap_or(head),
+            catching_up: resume_from.is_some(),
+            docs: DocSyncs::default(),
+        };
+        let first = if resume_from.is_none() {
+            self.open_full_sync(&mut peer.docs)?
+        } else {
+            Vec::new()
+        };
+        let c = self.conns.entry(conn).or_default();
+        c.out.push_back(Message::Welcome(Welcome {
+            version,
+            relay_id,
+            head,
+            oldest_resumable: oldest,
+            full_sync: resume_from.is_none(),
+        }));
+        c.out.extend(first);
+        c.peer = Some(peer);
+        Ok(())
+    }
+
+    fn authenticate(&self, hello: &Hello, now_ms: i64) -> Result<DeviceIdentity, Failure> {
+        let body = self
+            .verifier
+            .verify(&hello.credential, now_ms)
+            .map_err(|e| {
+                let code = match e {
+                    CredentialError::Expired { .. } => ErrorCode::ExpiredCredential,
+                    _ => ErrorCode::BadCredential,
+                };
+                tracing::warn!(error = %e, "credential refused");
+                Failure::new(code, e.to_string())
+            })?;
+        if self.store.is_revoked(&body.device_id)? {
+            tracing::warn!(device = %body.device_id, "revoked device refused");
+            return Err(Failure::new(
+                ErrorCode::RevokedCredential,
+                format!("device {} has been revoked", body.device_id),
+            ));
+        }
+        Ok(body.identity())
+    }
+
+    /// Send newly logged entries to every device that is following the log live.
+    /// The uploader gets its cursor moved past its own changes without their bytes.
+    fn push(&mut self, from: ConnId, entries: &[(LogEntry, bool)], woken: &mut Vec<ConnId>) {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return;
+        };
+        let (first, last) = (first.0.seq, last.0.seq);
+        let mut nudge = Vec::new();
+        for (conn, c) in self.conns.iter_mut() {
+            let Some(peer) = c.peer.as_mut() else {
+                continue;
+            };
+            if peer.catching_up || c.closing {
+                continue;
+            }
+            if peer.sent_through + 1 != first {
+                // It missed something (or is ahead): read from the log instead.
+                peer.catching_up = true;
+                woken.push(*conn);
+                continue;
+            }
+            let entries: Vec<LogEntry> = entries
+                .iter()
+                .filter(|(_, mine)| *conn != from || !mine)
+                .map(|(e, _)| e.clone())
+                .collect();
+            peer.sent_through = last;
+            if peer.docs.running {
+                for entry in &entries {
+                    if peer.docs.unsettled.contains(&entry.doc_id) {
+                        nudge.push((*conn, entry.doc_id.clone()));
+                    }
+                }
+            }
+            c.out.push_back(Message::Changes(Changes {
+                entries,
+                cursor: last,
+                caught_up: true,
+            }));
+            woken.push(*conn);
+        }
+        nudge.dedup();
+        for (conn, doc_id) in nudge {
+            self.nudge_doc_sync(conn, &doc_id);
+        }
+    }
+
+    fn queue_page(&mut self, conn: ConnId) -> Result<(), LogStoreError> {
+        let Some(after) = self.peer_mut(conn).map(|p| p.sent_through) else {
+            return Ok(());
+        };
+        if after < self.store.oldest_resumable()? {
+            // Compacted while the device was reading: skipping ahead would lose
+            // entries it never saw. It reconnects and gets a full sync instead.
+            tracing::info!(conn, after, "log compacted under a catching-up device");
+            self.fail(
+                conn,
+                ErrorCode::CursorExpired,
+                "the relay's log was compacted past this device's position; reconnect".into(),
+            );
+            return Ok(());
+        }
+        let entries =
+            self.store
+                .read_log(after, self.config.page_entries, self.config.page_bytes)?;
+        let head = self.store.head()?;
+        let cursor = entries.last().map_or(head.max(after), |e| e.seq);
+        let caught_up = cursor >= head;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        if let Some(peer) = c.peer.as_mut() {
+            peer.sent_through = cursor;
+            peer.catching_up = !caught_up;
+        }
+        c.out.push_back(Message::Changes(Changes {
+            entries,
+            cursor,
+            caught_up,
+        }));
+        Ok(())
+    }
+
+    fn peer_mut(&mut self, conn: ConnId) -> Option<&mut Peer> {
+        self.conns.get_mut(&conn)?.peer.as_mut()
+    }
+
+    fn device_id(&self, conn: ConnId) -> String {
+        self.peer(conn)
+            .map(|p| p.device_id.clone())
+            .unwrap_or_default()
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.closing = true;
+        }
+    }
+
+    /// Queue a typed error; fatal ones close the connection after it is sent.
+    fn fail(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+        let fatal = is_fatal(code);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.closing {
+                return;
+            }
+            c.out.push_back(Message::Error(WireError {
+                code,
+                message,
+                fatal,
+            }));
+            c.closing = fatal;
+        }
+    }
+}
+
+/// Whether the relay closes the connection after sending this code.
+fn is_fatal(code: ErrorCode) -> bool {
+    !matches!(
+        code,
+        ErrorCode::CorruptChange
+            | ErrorCode::Forbidden
+            | ErrorCode::InvalidDocument
+            | ErrorCode::Internal
+    )
+}
+
+/// An error to report to the device.
+struct Failure {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: ErrorCode, message: String) -> Self {
+        Self { code, message }
+    }
+}
+
+impl From<ProtocolError> for Failure {
+    fn from(e: ProtocolError) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+impl From<LogStoreError> for Failure {
+    fn from(e: LogStoreError) -> Self {
+        tracing::error!(error = %e, "relay storage failed");
+        Self::new(
+            ErrorCode::Internal,
+            "the relay could not store the changes; retry later".into(),
+        )
+    }
+}
