@@ -9,13 +9,20 @@
 //! of being written to.
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 use waybill_core::protocol::LogEntry;
-use waybill_core::sync::{IngestBatch, LogStore, LogStoreError, QuarantinedChange, StoredChange};
+use waybill_core::sync::{
+    AudienceUpdate, IngestBatch, LogStore, LogStoreError, QuarantinedChange, StoredChange,
+    ViewChange,
+};
 
 /// The migrations, in order; migration `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_relay_log.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_relay_log.sql"),
+    include_str!("migrations/0002_audience.sql"),
+];
 
 /// The relay database schema version this build creates and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -363,6 +370,13 @@ impl SqliteLogStore {
                     ])?;
                 }
             }
+            if !batch.audience.is_empty() {
+                let at = match seqs.iter().max() {
+                    Some(seq) => *seq,
+                    None => Self::head_in(&tx)?,
+                };
+                write_audiences(&tx, &batch.audience, at)?;
+            }
         }
         tx.commit()?;
         Ok(seqs)
@@ -487,6 +501,68 @@ impl LogStore for SqliteLogStore {
             .into_iter()
             .map(|(_, q)| q)
             .collect())
+    }
+
+    fn audience_of(&self, doc_id: &str) -> Result<BTreeSet<String>, LogStoreError> {
+        let audience = (|| -> Res<BTreeSet<String>> {
+            Ok(self
+                .conn
+                .prepare_cached("SELECT principal FROM audience WHERE doc_id = ?1")?
+                .query_map([doc_id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?)
+        })()?;
+        Ok(audience)
+    }
+
+    fn view(&self, principal: &str) -> Result<Vec<String>, LogStoreError> {
+        let docs = (|| -> Res<Vec<String>> {
+            Ok(self
+                .conn
+                .prepare_cached("SELECT doc_id FROM audience WHERE principal = ?1 ORDER BY doc_id")?
+                .query_map([principal], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?)
+        })()?;
+        Ok(docs)
+    }
+
+    fn view_changes(&self, principal: &str, after: u64) -> Result<Vec<ViewChange>, LogStoreError> {
+        let changes = (|| -> Res<Vec<ViewChange>> {
+            Ok(self
+                .conn
+                .prepare_cached(
+                    "SELECT principal, doc_id, seq, joined FROM view_changes
+                     WHERE principal = ?1 AND seq > ?2 ORDER BY seq, id",
+                )?
+                .query_map(params![principal, after], |r| {
+                    Ok(ViewChange {
+                        principal: r.get(0)?,
+                        doc_id: r.get(1)?,
+                        seq: r.get(2)?,
+                        joined: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?)
+        })()?;
+        Ok(changes)
+    }
+
+    fn doc_log(&self, doc_id: &str) -> Result<Vec<LogEntry>, LogStoreError> {
+        let entries = (|| -> Res<Vec<LogEntry>> {
+            Ok(self
+                .conn
+                .prepare_cached(
+                    "SELECT seq, doc_id, bytes FROM log WHERE doc_id = ?1 ORDER BY seq",
+                )?
+                .query_map([doc_id], |r| {
+                    Ok(LogEntry {
+                        seq: r.get(0)?,
+                        doc_id: r.get(1)?,
+                        bytes: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?)
+        })()?;
+        Ok(entries)
     }
 
     fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError> {
@@ -830,4 +906,29 @@ mod tests {
         assert!(waiting.contains("USING INDEX waiting_doc"), "{waiting}");
         assert!(!waiting.contains("TEMP B-TREE"), "{waiting}");
     }
+}
+
+/// Replace documents' audiences, recording who gained and who lost each at `seq`.
+fn write_audiences(tx: &Connection, updates: &[AudienceUpdate], seq: u64) -> Res<()> {
+    let mut current = tx.prepare_cached("SELECT principal FROM audience WHERE doc_id = ?1")?;
+    let mut add = tx.prepare_cached("INSERT INTO audience (doc_id, principal) VALUES (?1, ?2)")?;
+    let mut remove =
+        tx.prepare_cached("DELETE FROM audience WHERE doc_id = ?1 AND principal = ?2")?;
+    let mut record = tx.prepare_cached(
+        "INSERT INTO view_changes (principal, doc_id, seq, joined) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for update in updates {
+        let old: BTreeSet<String> = current
+            .query_map([&update.doc_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for principal in update.audience.difference(&old) {
+            add.execute(params![update.doc_id, principal])?;
+            record.execute(params![principal, update.doc_id, seq, true])?;
+        }
+        for principal in old.difference(&update.audience) {
+            remove.execute(params![update.doc_id, principal])?;
+            record.execute(params![principal, update.doc_id, seq, false])?;
+        }
+    }
+    Ok(())
 }

@@ -40,6 +40,8 @@ const INBOX: usize = 1024;
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// How long shutdown waits for closed connections to drain.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+/// How often live sessions are checked for expired or revoked credentials.
+const TICK: Duration = Duration::from_secs(2);
 
 /// The relay database's file name in the data directory.
 pub const DATABASE_FILE: &str = "relay.db";
@@ -99,6 +101,7 @@ pub struct RunningRelay {
     endpoint: Endpoint,
     inbox: mpsc::Sender<ToActor>,
     accept: JoinHandle<()>,
+    ticker: JoinHandle<()>,
     actor_done: oneshot::Receiver<()>,
 }
 
@@ -143,6 +146,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
     let (inbox, rx) = mpsc::channel(INBOX);
     let actor_done = Actor::spawn(relay, rx)?;
     let accept = tokio::spawn(accept_loop(endpoint.clone(), inbox.clone()));
+    let ticker = tokio::spawn(tick_loop(inbox.clone()));
     Ok(RunningRelay {
         local_addr,
         keys,
@@ -150,6 +154,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
         endpoint,
         inbox,
         accept,
+        ticker,
         actor_done,
     })
 }
@@ -174,6 +179,19 @@ fn load_keys(options: &ServeOptions) -> anyhow::Result<RelayKeys> {
     Ok(keys)
 }
 
+/// Let the relay notice, every few seconds, credentials that expired or were
+/// revoked (by `waybill revoke`, from another process) during live sessions.
+async fn tick_loop(inbox: mpsc::Sender<ToActor>) {
+    let mut every = tokio::time::interval(TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if inbox.send(ToActor::Tick).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn accept_loop(endpoint: Endpoint, inbox: mpsc::Sender<ToActor>) {
     let next = Arc::new(AtomicU64::new(1));
     while let Some(incoming) = endpoint.accept().await {
@@ -189,6 +207,7 @@ impl RunningRelay {
     pub async fn shutdown(self) {
         self.endpoint.set_server_config(None);
         self.accept.abort();
+        self.ticker.abort();
         let (done, flushed) = oneshot::channel();
         if self.inbox.send(ToActor::Shutdown { done }).await.is_ok()
             && tokio::time::timeout(SHUTDOWN_FLUSH, flushed).await.is_err()

@@ -149,7 +149,9 @@ async fn a_store_and_two_couriers_converge_after_working_offline() {
     assert!(!first.full_sync);
     assert_eq!(tablet.pending_uploads().unwrap(), 0);
     let got = sync(&c1, &c1_cred).await;
-    assert_eq!(got.received, 6, "{got:?}");
+    // Its delivery and that delivery's order (created, then given the delivery):
+    // not the other courier's.
+    assert_eq!(got.received, 3, "{got:?}");
     assert!(got.bytes_received > 0 && got.messages_received >= 2);
     sync(&c2, &c2_cred).await;
 
@@ -181,17 +183,31 @@ async fn a_store_and_two_couriers_converge_after_working_offline() {
         sync(replica, cred).await;
     }
 
+    // The store holds all five documents; each courier exactly its delivery and
+    // its order, identical to the store's copies.
     let expected = snapshot(&tablet);
     assert_eq!(expected.len(), 5);
-    assert_eq!(snapshot(&c1), expected);
-    assert_eq!(snapshot(&c2), expected);
-    for device in [&tablet, &c1, &c2] {
-        assert_eq!(device.pending_uploads().unwrap(), 0);
-        assert_eq!(device.delivery(&da).unwrap().status, "delivered");
-        assert_eq!(device.delivery(&db).unwrap().failed_attempts, 1);
-        assert_eq!(device.order(&a).unwrap().payments.len(), 1);
-        assert!(device.order(&c).is_ok());
+    for (courier, mine) in [(&c1, [&a, &da]), (&c2, [&b, &db])] {
+        let held = snapshot(courier);
+        let mut want: Vec<String> = mine.iter().map(|id| id.to_string()).collect();
+        want.sort();
+        assert_eq!(
+            held.iter().map(|(id, ..)| id.clone()).collect::<Vec<_>>(),
+            want
+        );
+        assert!(held.iter().all(|doc| expected.contains(doc)), "{held:?}");
+        assert_eq!(courier.pending_uploads().unwrap(), 0);
     }
+    assert_eq!(tablet.pending_uploads().unwrap(), 0);
+    for device in [&tablet, &c1] {
+        assert_eq!(device.delivery(&da).unwrap().status, "delivered");
+        assert_eq!(device.order(&a).unwrap().payments.len(), 1);
+    }
+    for device in [&tablet, &c2] {
+        assert_eq!(device.delivery(&db).unwrap().failed_attempts, 1);
+    }
+    assert!(tablet.order(&c).is_ok());
+    assert!(c1.order(&c).is_err() && c2.order(&b).is_ok() && c1.order(&b).is_err());
     relay.shutdown().await;
 }
 

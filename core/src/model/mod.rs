@@ -5,6 +5,7 @@
 
 pub mod delivery;
 pub mod document;
+pub mod effect;
 pub mod error;
 pub mod event;
 pub mod input;

@@ -45,6 +45,9 @@ pub enum Message {
     /// Relay → device, ending a full sync: every document is in sync; the device
     /// may now store `cursor` and resume from it next time.
     DocSyncComplete(DocSyncComplete),
+    /// Relay → device: these documents are no longer shared with the device (a
+    /// delivery was reassigned); it removes them.
+    Unshare(Unshare),
 }
 
 impl Message {
@@ -61,6 +64,7 @@ impl Message {
             Message::Bye => "bye",
             Message::DocSyncOffered(_) => "doc_sync_offered",
             Message::DocSyncComplete(_) => "doc_sync_complete",
+            Message::Unshare(_) => "unshare",
         }
     }
 }
@@ -204,4 +208,11 @@ pub struct DocSyncOffered {
 pub struct DocSyncComplete {
     /// The cursor the device has now caught up to.
     pub cursor: u64,
+}
+
+/// Documents the device may no longer see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unshare {
+    /// Their ids.
+    pub doc_ids: Vec<String>,
 }

@@ -12,7 +12,7 @@ pub use error::{ErrorCode, ProtocolError};
 pub use frame::{FrameDecoder, encode_frame};
 pub use message::{
     Changes, Cursor, DocSync, DocSyncComplete, DocSyncOffered, Hello, LogEntry, Message, Refusal,
-    Upload, UploadAck, UploadChange, Version, Welcome, WireError,
+    Unshare, Upload, UploadAck, UploadChange, Version, Welcome, WireError,
 };
 
 /// Four bytes opening every `Hello`, so a relay can tell a Waybill peer from noise.

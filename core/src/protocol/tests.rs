@@ -61,6 +61,9 @@ fn samples() -> Vec<Message> {
         Message::Bye,
         Message::DocSyncOffered(DocSyncOffered { documents: 3 }),
         Message::DocSyncComplete(DocSyncComplete { cursor: 99 }),
+        Message::Unshare(Unshare {
+            doc_ids: vec!["dlv_z".into()],
+        }),
     ]
 }
 

@@ -15,7 +15,7 @@ mod views;
 pub use error::ReplicaError;
 pub use observer::{ChangeOrigin, DocChange, DocumentObserver, Subscription};
 pub use sync_api::LogApplied;
-pub use views::{DeliveryView, IntegrityReport, OrderView, TimelineEntry};
+pub use views::{DeliveryView, IntegrityReport, OrderView, RefusedView, TimelineEntry};
 
 use crate::hlc::{Hlc, HlcState, SystemClock, WallClock};
 use crate::identity::DeviceIdentity;

@@ -10,6 +10,8 @@ pub enum ChangeOrigin {
     Local,
     /// Merged from another device.
     Remote,
+    /// Removed from this device: the relay no longer shares it with this device.
+    Removed,
 }
 
 /// One document that changed.

@@ -1,7 +1,7 @@
 //! What the sync layer needs from a replica: the cursor, applying a page of the
 //! relay's log in one transaction, per-document sync, uploads and refusals.
 
-use super::{Replica, ReplicaError};
+use super::{ChangeOrigin, DocChange, Replica, ReplicaError};
 use crate::ids::DocId;
 use crate::protocol::{Cursor, LogEntry};
 use crate::store::{OutboxEntry, RefusedChange};
@@ -159,6 +159,40 @@ impl Replica {
                 reason: e.to_string(),
             })?;
         self.write(|s| s.receive_sync(doc_id, state, message))
+    }
+
+    /// The relay no longer shares these documents with this device (a delivery was
+    /// reassigned, say): remove them from the store, the indexes and the cache, and
+    /// tell observers (origin [`ChangeOrigin::Removed`]). A document with local
+    /// changes still awaiting the relay's answer is kept for now and returned, so
+    /// nothing unacknowledged is lost; call again once the outbox has drained.
+    pub fn purge(&self, ids: &[DocId]) -> Result<Vec<DocId>, ReplicaError> {
+        let (removed, kept) = {
+            let mut writer = self.lock_writer();
+            let mut ready = Vec::new();
+            let mut kept = Vec::new();
+            for id in ids {
+                if writer.store.has_pending(id)? {
+                    kept.push(id.clone());
+                } else {
+                    ready.push(id.clone());
+                }
+            }
+            writer.store.purge(&ready)?;
+            for id in &ready {
+                writer.cache.pop(id);
+            }
+            (ready, kept)
+        };
+        let changes: Vec<DocChange> = removed
+            .into_iter()
+            .map(|doc_id| DocChange {
+                doc_id,
+                origin: ChangeOrigin::Removed,
+            })
+            .collect();
+        self.observers.notify(&changes);
+        Ok(kept)
     }
 
     /// Outbox entries after `after` (the last one already sent), oldest first.

@@ -72,6 +72,20 @@ pub struct OrderView {
     pub created_at: Hlc,
     /// Creating device.
     pub created_by: String,
+    /// Local changes to this order the relay refused (never applied elsewhere; the
+    /// app shows them so someone can act).
+    pub refused: Vec<RefusedView>,
+}
+
+/// A local change the relay refused, as a view shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusedView {
+    /// The relay's code (`Forbidden`, …).
+    pub code: String,
+    /// The relay's reason.
+    pub reason: String,
+    /// When the refusal arrived (ms since the epoch).
+    pub refused_ms: i64,
 }
 
 /// Everything about a delivery (the JSON of `delivery show`).
@@ -101,6 +115,8 @@ pub struct DeliveryView {
     pub notes: String,
     /// Events in timeline order.
     pub timeline: Vec<TimelineEntry>,
+    /// Local changes to this delivery the relay refused.
+    pub refused: Vec<RefusedView>,
 }
 
 /// The result of [`Replica::verify`].
@@ -173,6 +189,7 @@ impl Replica {
             timeline,
             created_at: o.created_at,
             created_by: o.created_by,
+            refused: self.refused_for(id)?,
         })
     }
 
@@ -209,7 +226,21 @@ impl Replica {
             failed_attempts,
             proofs: d.proofs,
             notes: d.notes.as_str().to_owned(),
+            refused: self.refused_for(id)?,
         })
+    }
+
+    fn refused_for(&self, id: &DocId) -> Result<Vec<RefusedView>, ReplicaError> {
+        Ok(self
+            .refused_changes()?
+            .into_iter()
+            .filter(|r| r.doc_id == id.as_str())
+            .map(|r| RefusedView {
+                code: r.code,
+                reason: r.reason,
+                refused_ms: r.refused_ms,
+            })
+            .collect())
     }
 
     /// List orders from the index.

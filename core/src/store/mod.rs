@@ -404,6 +404,33 @@ impl Store {
         Ok(moved)
     }
 
+    /// Remove documents this device may no longer see: their changes, snapshot and
+    /// index rows, in one transaction. Returns how many were stored. Callers keep
+    /// documents with unacknowledged local changes until those are settled.
+    pub fn purge(&mut self, ids: &[DocId]) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut purged = 0;
+        for id in ids {
+            tx.prepare_cached(
+                "DELETE FROM order_search WHERE rowid = (SELECT rowid FROM order_index WHERE doc_id = ?1)",
+            )?
+            .execute([id.as_str()])?;
+            purged += tx
+                .prepare_cached("DELETE FROM documents WHERE doc_id = ?1")?
+                .execute([id.as_str()])?;
+        }
+        tx.commit()?;
+        Ok(purged)
+    }
+
+    /// Whether a document has local changes not yet acknowledged by the relay.
+    pub fn has_pending(&self, id: &DocId) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM outbox WHERE doc_id = ?1)")?
+            .query_row([id.as_str()], |r| r.get(0))?)
+    }
+
     /// Local changes the relay refused, newest first.
     pub fn refused(&self) -> Result<Vec<RefusedChange>, StoreError> {
         let mut stmt = self.conn.prepare_cached(

@@ -71,6 +71,8 @@ pub enum SyncEvent {
     },
     /// The relay refused local changes; they moved to the refused list.
     Refused(Vec<Refusal>),
+    /// Documents the relay no longer shares with this device were removed.
+    Removed(Vec<String>),
     /// The relay reported an error.
     RelayError(WireError),
 }
@@ -122,6 +124,9 @@ pub struct ClientSession {
     doc_states: HashMap<String, am_sync::State>,
     full_sync: bool,
     progress: SessionProgress,
+    /// Documents the relay stopped sharing that still have local changes in flight:
+    /// removed once those are acknowledged or refused.
+    unshared: std::collections::BTreeSet<DocId>,
 }
 
 impl ClientSession {
@@ -139,6 +144,7 @@ impl ClientSession {
             doc_states: HashMap::new(),
             full_sync: false,
             progress: SessionProgress::default(),
+            unshared: std::collections::BTreeSet::new(),
         }
     }
 
@@ -375,6 +381,7 @@ impl ClientSession {
             );
             events.push(SyncEvent::Refused(ack.refused));
         }
+        self.purge_unshared(replica, events)?;
         self.fill_uploads(replica)
     }
 
@@ -411,6 +418,34 @@ impl ClientSession {
                 doc_id: sync.doc_id,
                 message,
             }));
+        }
+        Ok(())
+    }
+
+    /// Remove the documents the relay stopped sharing, except those whose local
+    /// changes still await the relay's answer (they go once it comes).
+    fn purge_unshared(
+        &mut self,
+        replica: &Replica,
+        events: &mut Vec<SyncEvent>,
+    ) -> Result<(), SyncError> {
+        if self.unshared.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<DocId> = self.unshared.iter().cloned().collect();
+        let kept = replica.purge(&ids)?;
+        let removed: Vec<String> = ids
+            .iter()
+            .filter(|id| !kept.contains(id))
+            .map(ToString::to_string)
+            .collect();
+        self.unshared = kept.into_iter().collect();
+        if !removed.is_empty() {
+            tracing::info!(
+                documents = removed.len(),
+                "removed documents no longer shared with this device"
+            );
+            events.push(SyncEvent::Removed(removed));
         }
         Ok(())
     }

@@ -43,6 +43,8 @@ pub(super) fn run<S: LogStore>(fresh: &mut impl FnMut() -> S) {
         ("revocation", revocation),
         ("doc_ids", doc_ids_are_sorted_and_deduplicated),
         ("mixed batch", a_mixed_batch_is_visible_after_commit),
+        ("audiences and views", audiences_and_views),
+        ("doc_log", doc_log_lists_a_documents_entries),
     ];
     for (name, check) in checks {
         let mut store = fresh();
@@ -661,6 +663,7 @@ fn a_mixed_batch_is_visible_after_commit<S: LogStore>(store: &mut S) {
         waiting: vec![new_waiting.clone()],
         no_longer_waiting: vec![pending.hash.clone()],
         quarantine: vec![refused.clone()],
+        audience: Vec::new(),
     };
     assert_eq!(
         commit(store, &mixed),
@@ -683,4 +686,97 @@ fn a_mixed_batch_is_visible_after_commit<S: LogStore>(store: &mut S) {
     assert_eq!(ok(store.quarantined(), "quarantined"), vec![refused]);
     assert_eq!(ok(store.doc_ids(), "doc_ids"), vec!["dlv_b", "ord_a"]);
     assert!(ok(store.is_revoked("dev-x"), "is_revoked"));
+}
+
+fn audience(principals: &[&str]) -> std::collections::BTreeSet<String> {
+    principals.iter().map(|p| (*p).to_owned()).collect()
+}
+
+fn audiences_and_views<S: LogStore>(store: &mut S) {
+    use super::{AudienceUpdate, ViewChange};
+    assert!(ok(store.audience_of("dlv_a"), "audience_of").is_empty());
+    assert!(ok(store.view("courier:c1"), "view").is_empty());
+
+    // Created for store S1 and courier c1 (one batch, one log entry: seq 1).
+    let created = IngestBatch {
+        audience: vec![AudienceUpdate {
+            doc_id: "dlv_a".into(),
+            audience: audience(&["store:S1", "courier:c1"]),
+        }],
+        ..log_batch(&[change("dlv_a", 1, 10)])
+    };
+    commit(store, &created);
+    assert_eq!(
+        ok(store.audience_of("dlv_a"), "audience_of"),
+        audience(&["store:S1", "courier:c1"])
+    );
+    assert_eq!(ok(store.view("courier:c1"), "view"), vec!["dlv_a"]);
+    assert_eq!(ok(store.view("store:S1"), "view"), vec!["dlv_a"]);
+
+    // Reassigned to c2 at seq 3 (batch of two entries).
+    let moved = IngestBatch {
+        audience: vec![AudienceUpdate {
+            doc_id: "dlv_a".into(),
+            audience: audience(&["store:S1", "courier:c2"]),
+        }],
+        ..log_batch(&[change("dlv_a", 2, 10), change("ord_b", 3, 10)])
+    };
+    commit(store, &moved);
+    assert!(ok(store.view("courier:c1"), "view").is_empty());
+    assert_eq!(ok(store.view("courier:c2"), "view"), vec!["dlv_a"]);
+    let change_of = |principal: &str, seq, joined| ViewChange {
+        principal: principal.into(),
+        doc_id: "dlv_a".into(),
+        seq,
+        joined,
+    };
+    assert_eq!(
+        ok(store.view_changes("courier:c1", 0), "view_changes"),
+        vec![
+            change_of("courier:c1", 1, true),
+            change_of("courier:c1", 3, false)
+        ],
+        "a view change is stamped with its batch's last log position"
+    );
+    assert_eq!(
+        ok(store.view_changes("courier:c1", 1), "view_changes"),
+        vec![change_of("courier:c1", 3, false)],
+        "view_changes lists only changes after the cursor"
+    );
+    assert_eq!(
+        ok(store.view_changes("courier:c2", 0), "view_changes"),
+        vec![change_of("courier:c2", 3, true)]
+    );
+    assert_eq!(
+        ok(store.view_changes("store:S1", 0), "view_changes"),
+        vec![change_of("store:S1", 1, true)],
+        "an unchanged principal gets no new view change"
+    );
+    // Writing the same audience again changes nothing.
+    let same = IngestBatch {
+        audience: vec![AudienceUpdate {
+            doc_id: "dlv_a".into(),
+            audience: audience(&["store:S1", "courier:c2"]),
+        }],
+        ..log_batch(&[change("dlv_a", 4, 10)])
+    };
+    commit(store, &same);
+    assert_eq!(
+        ok(store.view_changes("courier:c2", 0), "view_changes").len(),
+        1
+    );
+}
+
+fn doc_log_lists_a_documents_entries<S: LogStore>(store: &mut S) {
+    let a1 = change("ord_a", 1, 10);
+    let b = change("dlv_b", 2, 10);
+    let a2 = change("ord_a", 3, 10);
+    commit(store, &log_batch(&[a1.clone(), b.clone(), a2.clone()]));
+    commit(store, &waiting_batch(&[change("ord_a", 4, 10)]));
+    assert_eq!(
+        ok(store.doc_log("ord_a"), "doc_log"),
+        vec![entry(1, &a1), entry(3, &a2)],
+        "doc_log lists logged entries only, in order"
+    );
+    assert!(ok(store.doc_log("ord_z"), "doc_log").is_empty());
 }

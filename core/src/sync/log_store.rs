@@ -3,6 +3,7 @@
 //! here (simulations, tests) and on SQLite by the relay (`waybill-server`).
 
 use crate::protocol::LogEntry;
+use std::collections::BTreeSet;
 
 /// Why the relay's storage failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,31 @@ pub struct IngestBatch {
     pub no_longer_waiting: Vec<Vec<u8>>,
     /// Refused changes.
     pub quarantine: Vec<QuarantinedChange>,
+    /// Documents whose audience (who may see them) the batch changes.
+    pub audience: Vec<AudienceUpdate>,
+}
+
+/// A document's audience after a batch: the principals it is shared with
+/// (see [`super::audience`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AudienceUpdate {
+    /// The document.
+    pub doc_id: String,
+    /// Its whole new audience.
+    pub audience: BTreeSet<String>,
+}
+
+/// A document joined or left a principal's view at a log position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewChange {
+    /// The principal (`courier:c7`, `store:S1`).
+    pub principal: String,
+    /// The document.
+    pub doc_id: String,
+    /// The log position of the batch that changed it (the batch's last entry).
+    pub seq: u64,
+    /// Joined (true) or left (false).
+    pub joined: bool,
 }
 
 impl IngestBatch {
@@ -61,6 +87,7 @@ impl IngestBatch {
             && self.waiting.is_empty()
             && self.no_longer_waiting.is_empty()
             && self.quarantine.is_empty()
+            && self.audience.is_empty()
     }
 }
 
@@ -103,6 +130,20 @@ pub trait LogStore: Send {
     /// The quarantine, oldest first.
     fn quarantined(&self) -> Result<Vec<QuarantinedChange>, LogStoreError>;
 
+    /// A document's current audience (empty if unknown).
+    fn audience_of(&self, doc_id: &str) -> Result<BTreeSet<String>, LogStoreError>;
+
+    /// Documents whose audience currently includes `principal`, in id order.
+    fn view(&self, principal: &str) -> Result<Vec<String>, LogStoreError>;
+
+    /// Documents that joined or left `principal`'s view after log position `after`,
+    /// in order.
+    fn view_changes(&self, principal: &str, after: u64) -> Result<Vec<ViewChange>, LogStoreError>;
+
+    /// A document's log entries, in order (to send its whole history to a device
+    /// that has just been given it).
+    fn doc_log(&self, doc_id: &str) -> Result<Vec<LogEntry>, LogStoreError>;
+
     /// Whether a device's credential was revoked.
     fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError>;
 
@@ -122,6 +163,8 @@ pub struct MemoryLogStore {
     quarantine: Vec<QuarantinedChange>,
     revoked: std::collections::BTreeSet<String>,
     pruned_through: u64,
+    audiences: std::collections::HashMap<String, BTreeSet<String>>,
+    view_changes: Vec<ViewChange>,
 }
 
 impl MemoryLogStore {
@@ -179,6 +222,26 @@ impl LogStore for MemoryLogStore {
             }
         }
         self.quarantine.extend(batch.quarantine.iter().cloned());
+        let at = seqs.iter().copied().max().unwrap_or(self.log.len() as u64);
+        for update in &batch.audience {
+            let old = self
+                .audiences
+                .insert(update.doc_id.clone(), update.audience.clone())
+                .unwrap_or_default();
+            for (principals, joined) in [
+                (update.audience.difference(&old), true),
+                (old.difference(&update.audience), false),
+            ] {
+                for principal in principals {
+                    self.view_changes.push(ViewChange {
+                        principal: principal.clone(),
+                        doc_id: update.doc_id.clone(),
+                        seq: at,
+                        joined,
+                    });
+                }
+            }
+        }
         Ok(seqs)
     }
 
@@ -232,6 +295,38 @@ impl LogStore for MemoryLogStore {
 
     fn quarantined(&self) -> Result<Vec<QuarantinedChange>, LogStoreError> {
         Ok(self.quarantine.clone())
+    }
+
+    fn audience_of(&self, doc_id: &str) -> Result<BTreeSet<String>, LogStoreError> {
+        Ok(self.audiences.get(doc_id).cloned().unwrap_or_default())
+    }
+
+    fn view(&self, principal: &str) -> Result<Vec<String>, LogStoreError> {
+        let docs: BTreeSet<String> = self
+            .audiences
+            .iter()
+            .filter(|(_, audience)| audience.contains(principal))
+            .map(|(doc, _)| doc.clone())
+            .collect();
+        Ok(docs.into_iter().collect())
+    }
+
+    fn view_changes(&self, principal: &str, after: u64) -> Result<Vec<ViewChange>, LogStoreError> {
+        Ok(self
+            .view_changes
+            .iter()
+            .filter(|c| c.principal == principal && c.seq > after)
+            .cloned()
+            .collect())
+    }
+
+    fn doc_log(&self, doc_id: &str) -> Result<Vec<LogEntry>, LogStoreError> {
+        Ok(self
+            .log
+            .iter()
+            .filter(|e| e.doc_id == doc_id)
+            .cloned()
+            .collect())
     }
 
     fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError> {

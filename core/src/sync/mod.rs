@@ -3,6 +3,7 @@
 //! out; QUIC (`crate::net`, `waybill-server`) and the simulated network in the tests
 //! are interchangeable drivers around them. The exchange rules are in PROTOCOL.md.
 
+pub mod audience;
 mod client;
 mod log_store;
 mod relay;
@@ -10,8 +11,8 @@ mod relay_docs;
 
 pub use client::{ClientConfig, ClientSession, SessionProgress, SyncEvent};
 pub use log_store::{
-    IngestBatch, LogStore, LogStoreError, MemoryLogStore, QuarantinedChange, StoredChange,
-    log_store_conformance,
+    AudienceUpdate, IngestBatch, LogStore, LogStoreError, MemoryLogStore, QuarantinedChange,
+    StoredChange, ViewChange, log_store_conformance,
 };
 pub use relay::{ConnId, Relay, RelayConfig};
 

@@ -23,6 +23,9 @@ pub(crate) enum Refused {
     Corrupt(String),
     /// The document would no longer read as an order or delivery.
     Invalid(String),
+    /// The device's role does not allow the change, or the document is not shared
+    /// with it.
+    Forbidden(String),
 }
 
 pub(crate) struct RelayDocs {

@@ -36,6 +36,8 @@ pub(crate) enum ToActor {
     Disconnected { conn: ConnId },
     /// Tell every device the relay is stopping; answer once all have gone.
     Shutdown { done: oneshot::Sender<()> },
+    /// Time passes: end sessions whose credential expired or was revoked.
+    Tick,
 }
 
 /// What the relay thread hands a connection's writer.
@@ -121,6 +123,11 @@ impl Actor {
                 self.relay.disconnect(conn);
                 self.peers.remove(&conn);
                 self.finish_shutdown_if_done();
+            }
+            ToActor::Tick => {
+                for conn in self.relay.tick(now_ms()) {
+                    self.pump(conn);
+                }
             }
             ToActor::Shutdown { done } => {
                 self.shutdown = Some(done);

@@ -2,9 +2,11 @@
 //! relay cannot resume (another deployment, a compacted log, a restored relay).
 
 use super::ingest::{Ingest, stored};
+use super::rules::typed_of;
 use super::{ConnId, Failure, Relay};
 use crate::ids::DocId;
-use crate::protocol::{DocSync, DocSyncComplete, ErrorCode, Message, WireError};
+use crate::protocol::{DocSync, DocSyncComplete, ErrorCode, Message, Unshare, WireError};
+use crate::sync::audience;
 use crate::sync::log_store::LogStore;
 use crate::sync::relay_docs::{self, Refused};
 use automerge::sync::{self as am_sync, SyncDoc};
@@ -26,10 +28,19 @@ pub(super) struct DocSyncs {
 
 impl<S: LogStore> Relay<S> {
     /// Start a full sync: offer every document with a first Automerge sync message.
-    pub(super) fn open_full_sync(&mut self, docs: &mut DocSyncs) -> Result<Vec<Message>, Failure> {
+    pub(super) fn open_full_sync(
+        &mut self,
+        principal: &str,
+        docs: &mut DocSyncs,
+    ) -> Result<Vec<Message>, Failure> {
         docs.running = true;
         let mut first = Vec::new();
-        for doc_id in self.store.doc_ids()? {
+        let shared = if principal == audience::DISPATCH {
+            self.store.doc_ids()?
+        } else {
+            self.store.view(principal)?
+        };
+        for doc_id in shared {
             let doc = self.docs.take(&self.store, &doc_id)?;
             let mut state = am_sync::State::new();
             let message = doc.generate_sync_message(&mut state);
@@ -87,7 +98,15 @@ impl<S: LogStore> Relay<S> {
         now_ms: i64,
         woken: &mut Vec<ConnId>,
     ) -> Result<(), Failure> {
-        let device = self.device_id(conn);
+        let Some((identity, principal)) = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.peer.as_ref())
+            .map(|p| (p.identity.clone(), p.principal.clone()))
+        else {
+            return Ok(());
+        };
+        let device = identity.device_id.clone();
         let id = DocId::parse(&sync.doc_id)
             .map_err(|e| Failure::new(ErrorCode::InvalidDocument, e.to_string()))?;
         let message = am_sync::Message::decode(&sync.message).map_err(|e| {
@@ -121,6 +140,21 @@ impl<S: LogStore> Relay<S> {
 
         let mut doc = self.docs.take(&self.store, &sync.doc_id)?;
         let heads_before = doc.get_heads();
+        if !self.may_touch(&principal, &sync.doc_id, !heads_before.is_empty())? {
+            // It holds a document no longer shared with it: tell it to remove it.
+            self.docs.put(sync.doc_id.clone(), doc);
+            if let Some(peer) = self.peer_mut(conn) {
+                peer.docs.unsettled.remove(&sync.doc_id);
+            }
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.out.push_back(Message::Unshare(Unshare {
+                    doc_ids: vec![sync.doc_id],
+                }));
+            }
+            self.finish_full_sync_if_done(conn);
+            return Ok(());
+        }
+        let before = typed_of(&sync.doc_id, &doc);
         let received = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             doc.receive_sync_message(&mut state, message)
         }));
@@ -128,7 +162,15 @@ impl<S: LogStore> Relay<S> {
         let failed = match received {
             Ok(Ok(())) => {
                 let new = relay_docs::new_since(&doc, &heads_before);
-                match relay_docs::check_readable(&doc, &id) {
+                let checked = relay_docs::check_readable(&doc, &id).and_then(|()| {
+                    match typed_of(&sync.doc_id, &doc) {
+                        Some(after) if !new.is_empty() => self
+                            .check_effect(&identity, before.as_ref(), &after, &[])
+                            .map_err(Refused::Forbidden),
+                        _ => Ok(()),
+                    }
+                });
+                match checked {
                     Ok(()) => {
                         for change in new {
                             let hash = change.hash().0.to_vec();
@@ -144,7 +186,13 @@ impl<S: LogStore> Relay<S> {
                         }
                         None
                     }
-                    Err(Refused::Invalid(r) | Refused::Corrupt(r)) => {
+                    Err(refused) => {
+                        let (code, r) = match refused {
+                            Refused::Forbidden(r) => (ErrorCode::Forbidden, r),
+                            Refused::Invalid(r) | Refused::Corrupt(r) => {
+                                (ErrorCode::InvalidDocument, r)
+                            }
+                        };
                         for change in new {
                             outcome.refuse(
                                 &sync.doc_id,
@@ -152,11 +200,11 @@ impl<S: LogStore> Relay<S> {
                                 change.raw_bytes().to_vec(),
                                 &device,
                                 now_ms,
-                                ErrorCode::InvalidDocument,
+                                code,
                                 r.clone(),
                             );
                         }
-                        Some((ErrorCode::InvalidDocument, r))
+                        Some((code, r))
                     }
                 }
             }
@@ -186,8 +234,15 @@ impl<S: LogStore> Relay<S> {
             let reply = doc.generate_sync_message(&mut state);
             let heads = doc.get_heads();
             let own = std::mem::take(&mut outcome.own);
-            let entries = self.commit(outcome.batch, vec![(sync.doc_id.clone(), doc)], &own)?;
-            self.push(conn, &entries, woken);
+            let staged = vec![(sync.doc_id.clone(), doc)];
+            let (audience, view) = if outcome.batch.log.is_empty() {
+                Default::default()
+            } else {
+                self.audiences_after(&staged)?
+            };
+            outcome.batch.audience = audience;
+            let entries = self.commit(outcome.batch, staged, &own)?;
+            self.push(conn, &entries, &view, woken);
             // The device has told us heads equal to ours: it holds everything we
             // do (any reply only confirms our heads to it).
             if state.their_heads.as_deref() == Some(&heads[..])

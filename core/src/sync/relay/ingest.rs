@@ -1,7 +1,9 @@
 //! Uploads: untrusted changes checked against the relay's copy of each document,
 //! made durable through the `LogStore`, then acknowledged and pushed.
 
+use super::rules::typed_of;
 use super::{ConnId, Failure, Relay};
+use crate::identity::DeviceIdentity;
 use crate::ids::DocId;
 use crate::protocol::{ErrorCode, LogEntry, Message, Refusal, Upload, UploadAck, UploadChange};
 use crate::sync::log_store::{IngestBatch, LogStore, QuarantinedChange, StoredChange};
@@ -16,14 +18,37 @@ impl<S: LogStore> Relay<S> {
         now_ms: i64,
         woken: &mut Vec<ConnId>,
     ) -> Result<(), Failure> {
-        let device = self.device_id(conn);
+        let Some((identity, principal)) = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.peer.as_ref())
+            .map(|p| (p.identity.clone(), p.principal.clone()))
+        else {
+            return Ok(());
+        };
+        let device = identity.device_id.clone();
         let _span = tracing::debug_span!("upload", conn, device = %device, batch = upload.batch, changes = upload.changes.len()).entered();
         let mut outcome = Ingest::default();
         for (doc_id, group) in group_by_doc(upload.changes) {
-            self.stage_group(&doc_id, group, &device, now_ms, &mut outcome)?;
+            let author = Author {
+                identity: &identity,
+                principal: &principal,
+                now_ms,
+            };
+            self.stage_group(&doc_id, group, &author, &mut outcome)?;
         }
+        let (audience, view) = match self.audiences_after(&outcome.docs) {
+            Ok(found) => found,
+            Err(e) => {
+                for (id, _) in &outcome.docs {
+                    self.docs.evict(id);
+                }
+                return Err(e);
+            }
+        };
+        outcome.batch.audience = audience;
         let own = self.commit(outcome.batch, outcome.docs, &outcome.own)?;
-        self.push(conn, &own, woken);
+        self.push(conn, &own, &view, woken);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.out.push_back(Message::UploadAck(UploadAck {
                 batch: upload.batch,
@@ -39,10 +64,11 @@ impl<S: LogStore> Relay<S> {
         &mut self,
         doc_id: &str,
         group: Vec<Vec<u8>>,
-        device: &str,
-        now_ms: i64,
+        author: &Author<'_>,
         out: &mut Ingest,
     ) -> Result<(), Failure> {
+        let device = author.identity.device_id.as_str();
+        let now_ms = author.now_ms;
         let Ok(id) = DocId::parse(doc_id) else {
             for bytes in group {
                 out.refuse(
@@ -84,8 +110,26 @@ impl<S: LogStore> Relay<S> {
             return Ok(());
         }
         let mut doc = self.docs.take(&self.store, doc_id)?;
+        let exists = !doc.get_heads().is_empty();
+        let before = typed_of(doc_id, &doc);
         let hashes: Vec<Vec<u8>> = fresh.iter().map(|c| c.hash().0.to_vec()).collect();
-        match relay_docs::apply_checked(&mut doc, &id, fresh.clone()) {
+        let checked = if self.may_touch(author.principal, doc_id, exists)? {
+            relay_docs::apply_checked(&mut doc, &id, fresh.clone()).and_then(|applied| {
+                match typed_of(doc_id, &doc) {
+                    Some(after) => self
+                        .check_effect(author.identity, before.as_ref(), &after, &out.docs)
+                        .map(|()| applied)
+                        .map_err(Refused::Forbidden),
+                    // Still waiting for changes: judged once they arrive.
+                    None => Ok(applied),
+                }
+            })
+        } else {
+            Err(Refused::Forbidden(format!(
+                "{doc_id} is not shared with this device"
+            )))
+        };
+        match checked {
             Ok(applied) => {
                 for change in applied.applied {
                     let hash = change.hash().0.to_vec();
@@ -111,6 +155,7 @@ impl<S: LogStore> Relay<S> {
                 let (code, reason) = match refused {
                     Refused::Corrupt(r) => (ErrorCode::CorruptChange, r),
                     Refused::Invalid(r) => (ErrorCode::InvalidDocument, r),
+                    Refused::Forbidden(r) => (ErrorCode::Forbidden, r),
                 };
                 tracing::warn!(doc = doc_id, ?code, %reason, "changes refused and quarantined");
                 for change in fresh {
@@ -173,6 +218,13 @@ impl<S: LogStore> Relay<S> {
             })
             .collect())
     }
+}
+
+/// Who is uploading, and when.
+pub(super) struct Author<'a> {
+    pub(super) identity: &'a DeviceIdentity,
+    pub(super) principal: &'a str,
+    pub(super) now_ms: i64,
 }
 
 /// What one upload stages.

@@ -10,16 +10,20 @@
 
 mod full_sync;
 mod ingest;
+mod rules;
+mod visibility;
 
+use super::audience;
 use super::log_store::{LogStore, LogStoreError};
 use super::relay_docs::RelayDocs;
 use crate::credential::{CredentialError, CredentialVerifier};
 use crate::identity::DeviceIdentity;
 use crate::protocol::{
-    self, Changes, ErrorCode, Hello, LogEntry, Message, ProtocolError, Welcome, WireError,
+    self, Changes, ErrorCode, Hello, LogEntry, Message, ProtocolError, Unshare, Welcome, WireError,
 };
 use full_sync::DocSyncs;
 use std::collections::{BTreeMap, VecDeque};
+use visibility::ViewDelta;
 
 /// A connection, as numbered by the driver.
 pub type ConnId = u64;
@@ -52,6 +56,10 @@ impl Default for RelayConfig {
 
 struct Peer {
     identity: DeviceIdentity,
+    /// Whose documents it sees (see [`super::audience`]).
+    principal: String,
+    /// When its credential expires (ms since the epoch).
+    expires_ms: i64,
     /// The log has been sent up to here (the device's cursor once it applies it).
     sent_through: u64,
     /// Still paging through the log from an old cursor; pushes wait until caught up.
@@ -154,6 +162,49 @@ impl<S: LogStore> Relay<S> {
         self.fail(conn, error.code(), error.to_string());
     }
 
+    /// Time passes: end sessions whose credential expired or was revoked since
+    /// they connected (`waybill revoke` writes to the store from another process).
+    /// Drivers call this every few seconds. Returns the connections told so.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<ConnId> {
+        let open: Vec<(ConnId, String, i64)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .filter_map(|(conn, c)| {
+                let p = c.peer.as_ref()?;
+                Some((*conn, p.identity.device_id.clone(), p.expires_ms))
+            })
+            .collect();
+        let mut ended = Vec::new();
+        for (conn, device, expires_ms) in open {
+            let revoked = match self.store.is_revoked(&device) {
+                Ok(revoked) => revoked,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read revocations");
+                    false
+                }
+            };
+            if revoked {
+                tracing::warn!(conn, device = %device, "revoked device disconnected");
+                self.fail(
+                    conn,
+                    ErrorCode::RevokedCredential,
+                    format!("device {device} has been revoked"),
+                );
+                ended.push(conn);
+            } else if now_ms >= expires_ms {
+                tracing::info!(conn, device = %device, "credential expired during the session");
+                self.fail(
+                    conn,
+                    ErrorCode::ExpiredCredential,
+                    "the device credential expired; ask for a new one with `waybill enroll`".into(),
+                );
+                ended.push(conn);
+            }
+        }
+        ended
+    }
+
     /// The relay is stopping: tell every device to come back later.
     pub fn shutdown(&mut self) -> Vec<ConnId> {
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
@@ -236,7 +287,7 @@ impl<S: LogStore> Relay<S> {
 
     fn on_hello(&mut self, conn: ConnId, message: Message, now_ms: i64) -> Result<(), Failure> {
         let (hello, version) = protocol::accept_hello(message)?;
-        let identity = self.authenticate(&hello, now_ms)?;
+        let (identity, expires_ms) = self.authenticate(&hello, now_ms)?;
         let span = tracing::info_span!("session", conn, device = %identity.device_id, role = %identity.role);
         let _entered = span.enter();
         let relay_id = self.store.relay_id();
@@ -248,16 +299,33 @@ impl<S: LogStore> Relay<S> {
             _ => None,
         };
         tracing::info!(cursor = ?hello.cursor.as_ref().map(|c| c.seq), head, full_sync = resume_from.is_none(), client = %hello.client, "device connected");
+        let principal = audience::principal(&identity);
         let mut peer = Peer {
             identity,
+            principal,
+            expires_ms,
             sent_through: resume_from.unwrap_or(head),
             catching_up: resume_from.is_some(),
             docs: DocSyncs::default(),
         };
-        let first = if resume_from.is_none() {
-            self.open_full_sync(&mut peer.docs)?
-        } else {
-            Vec::new()
+        let first = match resume_from {
+            None => self.open_full_sync(&peer.principal, &mut peer.docs)?,
+            Some(cursor) => {
+                // What it gained or lost while away, before the log from its cursor.
+                let (history, lost) = self.view_since(&peer.principal, cursor)?;
+                let mut first = Vec::new();
+                if !history.is_empty() {
+                    first.push(Message::Changes(Changes {
+                        entries: history,
+                        cursor,
+                        caught_up: false,
+                    }));
+                }
+                if !lost.is_empty() {
+                    first.push(Message::Unshare(Unshare { doc_ids: lost }));
+                }
+                first
+            }
         };
         let c = self.conns.entry(conn).or_default();
         c.out.push_back(Message::Welcome(Welcome {
@@ -272,7 +340,7 @@ impl<S: LogStore> Relay<S> {
         Ok(())
     }
 
-    fn authenticate(&self, hello: &Hello, now_ms: i64) -> Result<DeviceIdentity, Failure> {
+    fn authenticate(&self, hello: &Hello, now_ms: i64) -> Result<(DeviceIdentity, i64), Failure> {
         let body = self
             .verifier
             .verify(&hello.credential, now_ms)
@@ -291,49 +359,92 @@ impl<S: LogStore> Relay<S> {
                 format!("device {} has been revoked", body.device_id),
             ));
         }
-        Ok(body.identity())
+        Ok((body.identity(), body.expires_ms))
     }
 
-    /// Send newly logged entries to every device that is following the log live.
-    /// The uploader gets its cursor moved past its own changes without their bytes.
-    fn push(&mut self, from: ConnId, entries: &[(LogEntry, bool)], woken: &mut Vec<ConnId>) {
+    /// Send newly logged entries to every device that is following the log live and
+    /// may see them; a device that gained a document in this batch gets its whole
+    /// history, one that lost a document is told to remove it. The uploader gets
+    /// its cursor moved past its own changes without their bytes.
+    fn push(
+        &mut self,
+        from: ConnId,
+        entries: &[(LogEntry, bool)],
+        view: &ViewDelta,
+        woken: &mut Vec<ConnId>,
+    ) {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
             return;
         };
         let (first, last) = (first.0.seq, last.0.seq);
+        let live: Vec<(ConnId, String, u64)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .filter_map(|(conn, c)| {
+                let p = c.peer.as_ref()?;
+                (!p.catching_up).then(|| (*conn, p.principal.clone(), p.sent_through))
+            })
+            .collect();
         let mut nudge = Vec::new();
-        for (conn, c) in self.conns.iter_mut() {
+        for (conn, principal, sent_through) in live {
+            woken.push(conn);
+            if sent_through + 1 != first {
+                // It missed something (or is ahead): read from the log instead.
+                if let Some(peer) = self.peer_mut(conn) {
+                    peer.catching_up = true;
+                }
+                continue;
+            }
+            let gained = view.gained.get(&principal).cloned().unwrap_or_default();
+            let lost = view.lost.get(&principal).cloned().unwrap_or_default();
+            let batch: Vec<LogEntry> = entries
+                .iter()
+                .filter(|(e, mine)| !(conn == from && *mine) && !gained.contains(&e.doc_id))
+                .map(|(e, _)| e.clone())
+                .collect();
+            let read = self
+                .visible_entries(&principal, batch)
+                .and_then(|visible| Ok((visible, self.history_of(&gained)?)));
+            let mut out = match read {
+                Ok((mut visible, history)) => {
+                    visible.extend(history);
+                    visible.sort_by_key(|e| e.seq);
+                    visible
+                }
+                Err(e) => {
+                    tracing::error!(conn, error = %e, "cannot read the log to push");
+                    self.fail(
+                        conn,
+                        ErrorCode::Internal,
+                        "the relay cannot read its log".into(),
+                    );
+                    continue;
+                }
+            };
+            out.dedup_by_key(|e| e.seq);
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
             let Some(peer) = c.peer.as_mut() else {
                 continue;
             };
-            if peer.catching_up || c.closing {
-                continue;
-            }
-            if peer.sent_through + 1 != first {
-                // It missed something (or is ahead): read from the log instead.
-                peer.catching_up = true;
-                woken.push(*conn);
-                continue;
-            }
-            let entries: Vec<LogEntry> = entries
-                .iter()
-                .filter(|(_, mine)| *conn != from || !mine)
-                .map(|(e, _)| e.clone())
-                .collect();
             peer.sent_through = last;
             if peer.docs.running {
-                for entry in &entries {
+                for entry in &out {
                     if peer.docs.unsettled.contains(&entry.doc_id) {
-                        nudge.push((*conn, entry.doc_id.clone()));
+                        nudge.push((conn, entry.doc_id.clone()));
                     }
                 }
             }
             c.out.push_back(Message::Changes(Changes {
-                entries,
+                entries: out,
                 cursor: last,
                 caught_up: true,
             }));
-            woken.push(*conn);
+            if !lost.is_empty() {
+                c.out.push_back(Message::Unshare(Unshare { doc_ids: lost }));
+            }
         }
         nudge.dedup();
         for (conn, doc_id) in nudge {
@@ -362,6 +473,12 @@ impl<S: LogStore> Relay<S> {
         let head = self.store.head()?;
         let cursor = entries.last().map_or(head.max(after), |e| e.seq);
         let caught_up = cursor >= head;
+        let principal = self
+            .peer_mut(conn)
+            .map(|p| p.principal.clone())
+            .unwrap_or_default();
+        // The cursor covers every entry read, including those the device may not see.
+        let entries = self.visible_entries(&principal, entries)?;
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(());
         };
@@ -379,12 +496,6 @@ impl<S: LogStore> Relay<S> {
 
     fn peer_mut(&mut self, conn: ConnId) -> Option<&mut Peer> {
         self.conns.get_mut(&conn)?.peer.as_mut()
-    }
-
-    fn device_id(&self, conn: ConnId) -> String {
-        self.peer(conn)
-            .map(|p| p.device_id.clone())
-            .unwrap_or_default()
     }
 
     fn close(&mut self, conn: ConnId) {

@@ -1,0 +1,136 @@
+//! The relay's checks on what a device's change does: it must touch only
+//! documents shared with the device, and its effect must be one the device's role
+//! allows ([`crate::model::effect`]). And after a batch: who may now see what.
+
+use super::visibility::ViewDelta;
+use super::{Failure, Relay};
+use crate::identity::DeviceIdentity;
+use crate::ids::DocId;
+use crate::model::effect::{self, Facts};
+use crate::model::{Document, document};
+use crate::sync::audience;
+use crate::sync::log_store::{AudienceUpdate, LogStore};
+use automerge::Automerge;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+
+/// The relay's knowledge of other documents, for the effect rules.
+/// Documents changed earlier in the same upload are not stored yet: they are
+/// looked up among the staged working copies first.
+struct RelayFacts<'r, S: LogStore> {
+    relay: RefCell<&'r mut Relay<S>>,
+    staged: &'r [(String, Automerge)],
+}
+
+impl<S: LogStore> RelayFacts<'_, S> {
+    fn lookup(&self, doc_id: &str) -> Option<Document> {
+        match self.staged.iter().find(|(id, _)| id == doc_id) {
+            Some((id, doc)) => typed_of(id, doc),
+            None => self.relay.borrow_mut().typed(doc_id).ok().flatten(),
+        }
+    }
+}
+
+impl<S: LogStore> Facts for RelayFacts<'_, S> {
+    fn courier_of(&self, delivery_id: &str) -> Option<String> {
+        match self.lookup(delivery_id)? {
+            Document::Delivery(d) => d.courier(),
+            Document::Order(_) => None,
+        }
+    }
+
+    fn store_of_order(&self, order_id: &str) -> Option<String> {
+        match self.lookup(order_id)? {
+            Document::Order(order) => Some(order.store),
+            Document::Delivery(_) => None,
+        }
+    }
+}
+
+/// Read a working copy as its typed value, if it is complete.
+pub(super) fn typed_of(doc_id: &str, doc: &Automerge) -> Option<Document> {
+    let id = DocId::parse(doc_id).ok()?;
+    if doc.get_heads().is_empty() {
+        return None;
+    }
+    document::read(&id, doc).ok()
+}
+
+impl<S: LogStore> Relay<S> {
+    /// Whether the device may touch this document at all: it must be shared with
+    /// it, or not exist yet (a new document is judged by the effect rules).
+    pub(super) fn may_touch(
+        &self,
+        principal: &str,
+        doc_id: &str,
+        exists: bool,
+    ) -> Result<bool, Failure> {
+        if !exists || principal == audience::DISPATCH {
+            return Ok(true);
+        }
+        Ok(audience::sees(principal, &self.store.audience_of(doc_id)?))
+    }
+
+    /// Check the effect of turning `before` into `after` against the device's role.
+    pub(super) fn check_effect(
+        &mut self,
+        identity: &DeviceIdentity,
+        before: Option<&Document>,
+        after: &Document,
+        staged: &[(String, Automerge)],
+    ) -> Result<(), String> {
+        let facts = RelayFacts {
+            relay: RefCell::new(self),
+            staged,
+        };
+        effect::check_effect(identity, before, after, &facts).map_err(|e| e.to_string())
+    }
+
+    /// The audience updates a batch implies: for every document it changed, and for
+    /// the order of every delivery it changed (its couriers live in the deliveries).
+    pub(super) fn audiences_after(
+        &mut self,
+        staged: &[(String, Automerge)],
+    ) -> Result<(Vec<AudienceUpdate>, ViewDelta), Failure> {
+        let typed: Vec<(String, Document)> = staged
+            .iter()
+            .filter_map(|(id, doc)| typed_of(id, doc).map(|t| (id.clone(), t)))
+            .collect();
+        let mut known: HashMap<String, Option<String>> = HashMap::new();
+        let mut orders: BTreeSet<String> = BTreeSet::new();
+        for (id, doc) in &typed {
+            match doc {
+                Document::Delivery(d) => {
+                    known.insert(id.clone(), d.courier());
+                    orders.insert(d.order_id.clone());
+                }
+                Document::Order(_) => {
+                    orders.remove(id);
+                }
+            }
+        }
+        let mut docs: Vec<(String, Document)> = typed;
+        for order_id in orders {
+            if docs.iter().any(|(id, _)| *id == order_id) {
+                continue;
+            }
+            if let Some(order) = self.typed(&order_id)? {
+                docs.push((order_id, order));
+            }
+        }
+        let mut updates = Vec::new();
+        let mut delta = ViewDelta::default();
+        for (id, doc) in docs {
+            let new = self.audience_of_doc(&doc, &known)?;
+            let old = self.store.audience_of(&id)?;
+            if new != old {
+                delta.record(&id, &old, &new);
+                updates.push(AudienceUpdate {
+                    doc_id: id,
+                    audience: new,
+                });
+            }
+        }
+        Ok((updates, delta))
+    }
+}

@@ -1,0 +1,19 @@
+-- Relay schema 2: who may see each document (see core/src/sync/audience.rs).
+-- `audience` is each document's current audience; `view_changes` records when a
+-- document joined or left a principal's view, so a device resuming from a cursor
+-- learns what it gained (and gets its whole history) and what it lost (and purges it).
+CREATE TABLE audience (
+    doc_id    TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    PRIMARY KEY (doc_id, principal)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX audience_by_principal ON audience (principal, doc_id);
+
+CREATE TABLE view_changes (
+    id        INTEGER PRIMARY KEY,
+    principal TEXT NOT NULL,
+    doc_id    TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    joined    INTEGER NOT NULL CHECK (joined IN (0, 1))
+) STRICT;
+CREATE INDEX view_changes_by_principal ON view_changes (principal, seq);
