@@ -45,10 +45,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use waybill_core::credential::CredentialIssuer;
 use waybill_core::hlc::WallClock;
-use waybill_core::model::{EntryKind, EventDetails, NewDelivery, NewLedgerEntry, PaymentMethod};
-use waybill_core::protocol::{self, DEFAULT_MAX_FRAME, FrameDecoder, Message};
+use waybill_core::model::{
+    Document, EntryKind, EventDetails, NewDelivery, NewLedgerEntry, PaymentMethod, document,
+};
+use waybill_core::protocol::{self, DEFAULT_MAX_FRAME, ErrorCode, FrameDecoder, Message};
 use waybill_core::replica::ReplicaOptions;
 use waybill_core::store::{Durability, StoreOptions};
+use waybill_core::sync::audience::{self, DISPATCH};
 use waybill_core::sync::{
     ClientConfig, ClientSession, ConnId, LogStore, MemoryLogStore, Relay, RelayConfig,
 };
@@ -72,7 +75,9 @@ const DELIVERY_KINDS: [&str; 7] = [
     "picked_up", "in_transit", "arrived", "delivered", "failed_attempt",
     "returned_to_store", "conflict_resolved",
 ];
-const COURIERS: [&str; 2] = ["courier-1", "courier-2"];
+/// Couriers deliveries are assigned to; the last has no phone in the simulation, so a
+/// delivery reassigned to it leaves every courier phone's view.
+const COURIERS: [&str; 3] = ["courier-1", "courier-2", "courier-3"];
 
 // ------------------------------------------------------------------------ config
 
@@ -121,6 +126,17 @@ struct Stats {
     full_syncs: usize,
     log_head: u64,
     documents: usize,
+    /// Deliveries moved to another courier (views changed hands).
+    reassignments: usize,
+    /// Relay → device messages carrying documents, checked against the grants.
+    grant_checks: usize,
+    /// `Unshare` messages delivered.
+    unshares: usize,
+    /// Changes the relay refused because the device had lost the document to a
+    /// reassignment it had not heard of when it made them (see `grant_race`).
+    grant_races: usize,
+    /// Payments among those.
+    refused_payments: usize,
 }
 
 // ------------------------------------------------------------------------ world
@@ -134,18 +150,31 @@ impl WallClock for SkewedClock {
     }
 }
 
+/// What the relay's durable state said, at the moment the relay handed a message out
+/// (`poll_transmit`, when it decided to send it), about each document the message
+/// carries: its audience then, or None when the relay held no change of it (a
+/// `DocSync` answering a document only the device has).
+type Grants = BTreeMap<String, Option<BTreeSet<String>>>;
+
+/// A frame in flight, with (relay → device) the grants when it was sent.
+#[derive(Clone)]
+struct Frame {
+    bytes: Vec<u8>,
+    grants: Grants,
+}
+
 /// One connection: the device's session and the frames in flight each way.
 struct Link {
     conn: ConnId,
     session: ClientSession,
-    up: VecDeque<Vec<u8>>,
-    down: VecDeque<Vec<u8>>,
+    up: VecDeque<Frame>,
+    down: VecDeque<Frame>,
     up_decoder: FrameDecoder,
     down_decoder: FrameDecoder,
     /// The last `Upload` the relay received and `Changes` the device received, as
     /// frames: a duplicate fault delivers one of them again.
-    last_upload: Option<Vec<u8>>,
-    last_changes: Option<Vec<u8>>,
+    last_upload: Option<Frame>,
+    last_changes: Option<Frame>,
     /// The relay's `Welcome`: (head, full_sync), for failure reports.
     welcome: Option<(u64, bool)>,
 }
@@ -153,6 +182,8 @@ struct Link {
 struct Dev {
     name: String,
     identity: DeviceIdentity,
+    /// Whose documents it sees (`courier:c`, `store:S`, `dispatch`).
+    principal: String,
     path: PathBuf,
     options: ReplicaOptions,
     credential: Vec<u8>,
@@ -194,12 +225,14 @@ struct Sim {
     next_conn: ConnId,
     step: usize,
     faults: bool,
-    /// Every change a device made (hex hash → who made it).
-    made: BTreeMap<String, String>,
+    /// Every change a device made through the typed API (hex hash → who made it,
+    /// and the document).
+    made: BTreeMap<String, (String, String)>,
     /// Every document a device created, in order.
     created: Vec<DocId>,
-    /// Every payment entry recorded (order id, entry id).
-    payments: BTreeSet<(String, String)>,
+    /// Every payment entry recorded (order id, entry id) → (who, hashes of the
+    /// changes that recorded it).
+    payments: BTreeMap<(String, String), (String, Vec<String>)>,
     stats: Stats,
     _dir: tempfile::TempDir,
 }
@@ -257,6 +290,7 @@ impl Sim {
                 let replica = Replica::open(&path, identity.clone(), options.clone()).unwrap();
                 Dev {
                     name,
+                    principal: audience::principal(&identity),
                     identity,
                     path,
                     options,
@@ -293,7 +327,7 @@ impl Sim {
             faults: true,
             made: BTreeMap::new(),
             created: Vec::new(),
-            payments: BTreeSet::new(),
+            payments: BTreeMap::new(),
             stats,
             _dir: dir,
         }
@@ -456,10 +490,25 @@ impl Sim {
                 continue;
             };
             while let Some(message) = link.session.poll_transmit() {
-                link.up.push_back(frame(&message)?);
+                link.up.push_back(Frame {
+                    bytes: frame(&message)?,
+                    grants: Grants::new(),
+                });
             }
             while let Some(message) = relay.poll_transmit(link.conn) {
-                link.down.push_back(frame(&message)?);
+                // The relay has just decided to send this: record what its durable
+                // state says about every document the message names, now (a later
+                // batch may move a document out of the view before the frame lands).
+                let store = relay.store();
+                let mut grants = Grants::new();
+                for doc_id in carried(&message).into_iter().chain(unshared(&message)) {
+                    let held = !store.doc_changes(&doc_id).unwrap().is_empty();
+                    grants.insert(doc_id.clone(), held.then(|| store.audience_of(&doc_id).unwrap()));
+                }
+                link.down.push_back(Frame {
+                    bytes: frame(&message)?,
+                    grants,
+                });
             }
             let closed = link.session.is_closed() && link.up.is_empty()
                 || relay.wants_close(link.conn) && link.down.is_empty();
@@ -494,14 +543,15 @@ impl Sim {
     }
 
     /// Deliver the head of a queue (or `again`, a frame delivered before).
-    fn deliver(&mut self, i: usize, up: bool, again: Option<Vec<u8>>) -> Outcome {
+    fn deliver(&mut self, i: usize, up: bool, again: Option<Frame>) -> Outcome {
         let now = self.now();
         let name = self.devices[i].name.clone();
+        let principal = self.devices[i].principal.clone();
         let link = self.devices[i].link.as_mut().expect("a connected device");
         let queue = if up { &mut link.up } else { &mut link.down };
         let again_flag = again.is_some();
-        let bytes = match again {
-            Some(bytes) => bytes,
+        let sent = match again {
+            Some(sent) => sent,
             None => queue.pop_front().expect("a non-empty queue"),
         };
         let decoder = if up {
@@ -509,18 +559,12 @@ impl Sim {
         } else {
             &mut link.down_decoder
         };
-        decoder.push(&bytes);
+        decoder.push(&sent.bytes);
         let payload = decoder
             .next_frame()
             .map_err(|e| format!("{name}: framing: {e}"))?
             .ok_or_else(|| format!("{name}: a whole frame did not decode as one"))?;
         let message = protocol::decode(&payload).map_err(|e| format!("{name}: decode: {e}"))?;
-        if let Message::Error(e) = &message {
-            return Err(format!(
-                "{name}: {} sent an error: {e:?}",
-                if up { "the device" } else { "the relay" }
-            ));
-        }
         self.stats.delivered += 1;
         if trace() {
             eprintln!(
@@ -532,10 +576,40 @@ impl Sim {
                 if again_flag { " (again)" } else { "" }
             );
         }
+        if !up {
+            // No leak: every document this message carries was in the device's view
+            // when the relay sent it.
+            check_grants(&name, &principal, &message, &sent.grants)?;
+            self.stats.grant_checks += usize::from(!carried(&message).is_empty());
+            self.stats.unshares += usize::from(matches!(message, Message::Unshare(_)));
+        }
+        if let Message::Error(e) = &message {
+            // A refusal of a change made before the device heard that the document
+            // was reassigned away is the one error honest devices can get.
+            let race = !up
+                && !e.fatal
+                && e.code == ErrorCode::Forbidden
+                && match (&self.relay, e.message.split_once(':')) {
+                    (RelayState::Up(relay), Some((doc_id, _))) => {
+                        grant_race(relay.store(), &principal, doc_id)
+                    }
+                    _ => false,
+                };
+            if !race {
+                return Err(format!(
+                    "{name}: {} sent an error: {e:?}",
+                    if up { "the device" } else { "the relay" }
+                ));
+            }
+            if trace() {
+                eprintln!("step {} {name}: refused after losing the grant: {e:?}", self.step);
+            }
+        }
+        let link = self.devices[i].link.as_mut().expect("a connected device");
         if up {
             let is_upload = matches!(message, Message::Upload(_));
             if is_upload {
-                link.last_upload = Some(bytes);
+                link.last_upload = Some(sent);
             }
             let conn = link.conn;
             let RelayState::Up(relay) = &mut self.relay else {
@@ -556,7 +630,7 @@ impl Sim {
                 {
                     return Ok(());
                 }
-                link.last_changes = Some(bytes);
+                link.last_changes = Some(sent);
             }
             if let Message::Welcome(w) = &message {
                 link.welcome = Some((w.head, w.full_sync));
@@ -692,9 +766,10 @@ impl Sim {
         // What this role mostly does (the others are tried, and refused, too).
         let weights: [u32; 6] = match role {
             // create, assign, order event, delivery event, payment, note
-            Role::Store => [3, 2, 4, 1, 2, 1],
+            // (assigning an order that has an open delivery reassigns it)
+            Role::Store => [3, 3, 4, 1, 2, 1],
             Role::Courier => [0, 0, 1, 6, 3, 1],
-            Role::Dispatcher => [1, 2, 3, 3, 1, 1],
+            Role::Dispatcher => [1, 3, 3, 3, 1, 1],
         };
         let total: u32 = weights.iter().sum();
         let mut pick = rng.gen_range(0..total);
@@ -704,6 +779,7 @@ impl Sim {
             what += 1;
         }
         let mut payment = None;
+        let mut reassigned = false;
         let result: Result<(), ReplicaError> = match what {
             0 => {
                 let store = match &d.identity.store_id {
@@ -718,10 +794,25 @@ impl Sim {
             }
             1 => match orders.choose(rng) {
                 Some(id) => {
+                    // On an order with an open delivery this reassigns it: the
+                    // delivery and its order move between couriers' views.
                     let courier = COURIERS.choose(rng).unwrap();
+                    let before: BTreeMap<String, Option<String>> = replica
+                        .order(id)
+                        .map(|o| o.deliveries)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|dl| {
+                            let v = replica.delivery(&DocId::parse(&dl).ok()?).ok()?;
+                            Some((dl, v.courier))
+                        })
+                        .collect();
                     replica
                         .assign_courier(id, courier, &NewDelivery::default())
                         .map(|dlv| {
+                            if let Some(old) = before.get(dlv.as_str()) {
+                                reassigned = old.as_deref() != Some(*courier);
+                            }
                             if !created.contains(&dlv) {
                                 created.push(dlv);
                             }
@@ -796,18 +887,35 @@ impl Sim {
             ) => self.stats.refusals += 1,
             Err(e) => return Err(format!("{}: a local write failed: {e}", d.name)),
         }
-        if let Some(p) = payment {
-            self.stats.payments += 1;
-            self.payments.insert(p);
-        }
+        self.stats.reassignments += usize::from(reassigned);
         // The new local changes are the outbox entries after the last one seen.
         let new = replica
             .outbox_after(d.outbox_seen, 1_000_000)
             .map_err(|e| format!("{}: outbox: {e}", d.name))?;
+        if trace() {
+            eprintln!(
+                "step {} {} {}: {} ({})",
+                self.step,
+                d.name,
+                ["create", "assign", "order event", "delivery event", "payment", "note"][what],
+                match &result {
+                    Ok(()) => "ok".to_owned(),
+                    Err(e) => format!("refused locally: {e}"),
+                },
+                new.iter().map(|e| short(&e.doc_id)).collect::<Vec<_>>().join(", ")
+            );
+        }
+        let mut hashes = Vec::new();
         for entry in new {
             d.outbox_seen = d.outbox_seen.max(entry.seq);
-            self.made.insert(hex(&entry.hash), d.name.clone());
+            hashes.push(hex(&entry.hash));
+            self.made
+                .insert(hex(&entry.hash), (d.name.clone(), entry.doc_id.clone()));
             self.stats.local_changes += 1;
+        }
+        if let Some(p) = payment {
+            self.stats.payments += 1;
+            self.payments.insert(p, (d.name.clone(), hashes));
         }
         if let Some(link) = d.link.as_mut() {
             link.session
@@ -905,16 +1013,9 @@ impl Sim {
         };
         let store = relay.store();
         let head = store.head().unwrap();
-        let quarantined = store.quarantined().unwrap();
-        if !quarantined.is_empty() {
-            return Err(format!(
-                "the relay quarantined {} change(s) from honest devices: {:?}",
-                quarantined.len(),
-                quarantined.iter().map(|q| &q.reason).collect::<Vec<_>>()
-            ));
-        }
         // The relay's documents, rebuilt from what it stored.
-        let mut relay_docs: BTreeMap<String, (Vec<String>, BTreeSet<String>)> = BTreeMap::new();
+        let mut relay_docs: BTreeMap<String, (Vec<String>, BTreeSet<String>, Document)> =
+            BTreeMap::new();
         let mut logged = 0;
         for id in store.doc_ids().unwrap() {
             let bytes = store.doc_changes(&id).unwrap();
@@ -928,7 +1029,9 @@ impl Sim {
             if !doc.get_missing_deps(&[]).is_empty() {
                 return Err(format!("the relay's {id} still misses dependencies"));
             }
-            relay_docs.insert(id, (heads(&doc), hashes(&doc)));
+            let typed = document::read(&DocId::parse(&id).unwrap(), &doc)
+                .map_err(|e| format!("the relay's {id} does not read: {e}"))?;
+            relay_docs.insert(id, (heads(&doc), hashes(&doc), typed));
         }
         // Every stored change is logged exactly once, none left waiting.
         if logged as u64 != head {
@@ -937,68 +1040,140 @@ impl Sim {
                  (changes doubled in the log, or left waiting)"
             ));
         }
-        let all: BTreeSet<&String> = relay_docs.values().flat_map(|(_, h)| h).collect();
+        let all: BTreeSet<&String> = relay_docs.values().flat_map(|(_, h, _)| h).collect();
         if all.len() != logged {
             return Err(format!(
                 "{logged} stored changes but only {} distinct",
                 all.len()
             ));
         }
-        // (2) Every change any device made reached the relay.
-        for (hash, who) in &self.made {
-            if !all.contains(hash) {
-                return Err(format!("change {hash} made on {who} is not on the relay"));
+        // The audience the relay recorded for each document is the one its content
+        // gives (an order's couriers are its deliveries' current couriers).
+        let courier_of = |dl: &str| match relay_docs.get(dl) {
+            Some((_, _, Document::Delivery(d))) => d.courier(),
+            _ => None,
+        };
+        for (id, (_, _, typed)) in &relay_docs {
+            let want = audience::audience(typed, &courier_of);
+            let recorded = store.audience_of(id).unwrap();
+            if recorded != want {
+                return Err(format!(
+                    "the relay records {id}'s audience as {recorded:?}, its content gives {want:?}"
+                ));
             }
         }
-        let reference = self.devices[0].replica.as_ref().expect("up");
-        let mut views = BTreeMap::new();
-        for id in reference.doc_ids().unwrap() {
-            let v =
-                view(reference, &id).map_err(|e| format!("on {}: {e}", self.devices[0].name))?;
-            views.insert(id.clone(), v);
+        // The quarantine: honest devices get nothing refused, except a change made
+        // before the device heard that the document was reassigned away.
+        let by_device: BTreeMap<&str, &Dev> =
+            self.devices.iter().map(|d| (d.name.as_str(), d)).collect();
+        let mut raced: BTreeMap<String, String> = BTreeMap::new();
+        for q in store.quarantined().unwrap() {
+            let doc_id = &q.change.doc_id;
+            let who = q.change.device_id.as_str();
+            let principal = by_device.get(who).map_or("", |d| d.principal.as_str());
+            if !grant_race(store, principal, doc_id) {
+                return Err(format!(
+                    "BUG: the relay refused a legitimate change of {doc_id} by {who} \
+                     ({principal}), made through the typed API: {} {}",
+                    q.code, q.reason
+                ));
+            }
+            raced.insert(hex(&q.change.hash), format!("{}: {}", q.code, q.reason));
         }
+        self.stats.grant_races += raced.len();
+        // Every change any device made reached the relay (or was refused as above,
+        // and is in the quarantine).
+        for (hash, (who, doc_id)) in &self.made {
+            if !all.contains(hash) && !raced.contains_key(hash) {
+                return Err(format!(
+                    "change {hash} to {doc_id} made on {who} is not on the relay (nor in its \
+                     quarantine)"
+                ));
+            }
+        }
+        // Payments refused with their change: recorded nowhere but the quarantine
+        // and the collecting device's refused list.
+        let refused_payments: BTreeSet<&(String, String)> = self
+            .payments
+            .iter()
+            .filter(|(_, (_, made))| made.iter().any(|h| raced.contains_key(h)))
+            .map(|(p, _)| p)
+            .collect();
+        self.stats.refused_payments += refused_payments.len();
+        for (order_id, pay) in &refused_payments {
+            if let Some((_, _, Document::Order(o))) = relay_docs.get(order_id.as_str())
+                && o.payments.iter().any(|p| &p.id == pay)
+            {
+                return Err(format!(
+                    "payment {pay} of {order_id} is on the relay, but a change recording it \
+                     was refused"
+                ));
+            }
+        }
+        // The dispatcher's replica is the reference for derived views: it holds every
+        // document.
+        let reference = self
+            .devices
+            .iter()
+            .find(|d| d.principal == DISPATCH)
+            .expect("a dispatcher");
+        let reference_name = reference.name.clone();
+        let reference = reference.replica.as_ref().expect("up");
         for d in &self.devices {
             let r = d.replica.as_ref().expect("up after healing");
             let name = &d.name;
-            let ids = r.doc_ids().unwrap();
-            // (1) Same documents, heads and derived views everywhere (and on the relay).
-            let id_strings: Vec<String> = ids.iter().map(ToString::to_string).collect();
-            let relay_ids: Vec<String> = relay_docs.keys().cloned().collect();
-            if id_strings != relay_ids {
+            let principal = &d.principal;
+            // (1) Exactly the documents in its view, with the relay's heads.
+            let want: BTreeSet<String> = if principal == DISPATCH {
+                relay_docs.keys().cloned().collect()
+            } else {
+                store.view(principal).unwrap().into_iter().collect()
+            };
+            let held: BTreeSet<String> = r
+                .doc_ids()
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            if held != want {
                 return Err(format!(
-                    "{name} holds {} document(s), the relay {}: only on {name}: {:?}, only on \
-                     the relay: {:?}",
-                    id_strings.len(),
-                    relay_ids.len(),
-                    id_strings
-                        .iter()
-                        .filter(|x| !relay_docs.contains_key(*x))
-                        .collect::<Vec<_>>(),
-                    relay_ids
-                        .iter()
-                        .filter(|x| !id_strings.contains(x))
-                        .collect::<Vec<_>>(),
+                    "{name} ({principal}) holds {} document(s), its view on the relay has {}: \
+                     held outside its view: {:?}, in its view but missing: {:?}",
+                    held.len(),
+                    want.len(),
+                    held.difference(&want).collect::<Vec<_>>(),
+                    want.difference(&held).collect::<Vec<_>>(),
                 ));
             }
-            for id in &ids {
-                let doc = Automerge::load(&r.export(id).unwrap())
+            for id in &held {
+                let (relay_heads, relay_hashes, _) = relay_docs
+                    .get(id)
+                    .ok_or_else(|| format!("{name} holds {id}, which the relay does not"))?;
+                let doc_id = DocId::parse(id).unwrap();
+                let doc = Automerge::load(&r.export(&doc_id).unwrap())
                     .map_err(|e| format!("{name}'s {id} does not load: {e}"))?;
-                let (relay_heads, relay_hashes) = &relay_docs[&id.to_string()];
-                let mut mine = r.heads(id).unwrap();
+                let mut mine = r.heads(&doc_id).unwrap();
                 mine.sort();
                 if &mine != relay_heads {
                     return Err(format!(
                         "{id} diverged: heads on {name} {mine:?}, on the relay {relay_heads:?}"
                     ));
                 }
-                let held = hashes(&doc);
-                if &held != relay_hashes {
-                    return Err(format!("{id}: {name} and the relay hold different changes"));
+                let mine = hashes(&doc);
+                if &mine != relay_hashes {
+                    return Err(format!(
+                        "{id}: {name} and the relay hold different changes (only on {name}: \
+                         {:?}, only on the relay: {:?})",
+                        mine.difference(relay_hashes).collect::<Vec<_>>(),
+                        relay_hashes.difference(&mine).collect::<Vec<_>>()
+                    ));
                 }
-                let v = view(r, id).map_err(|e| format!("on {name}: {e}"))?;
-                let want = views
-                    .get(id)
-                    .ok_or_else(|| format!("{id} is on {name} but not on the reference"))?;
+                let mut v = view(r, &doc_id).map_err(|e| format!("on {name}: {e}"))?;
+                let mut want = view(reference, &doc_id)
+                    .map_err(|e| format!("on {reference_name}: {e}"))?;
+                // Refusals are the device's own business (checked below).
+                v.as_object_mut().unwrap().remove("refused");
+                want.as_object_mut().unwrap().remove("refused");
                 for key in [
                     "status",
                     "conflicts",
@@ -1009,35 +1184,72 @@ impl Sim {
                 ] {
                     if v.get(key) != want.get(key) {
                         return Err(format!(
-                            "{id} diverged in `{key}`: {name} says {:?}, {} says {:?}",
+                            "{id} diverged in `{key}`: {name} says {:?}, {reference_name} says {:?}",
                             v.get(key),
-                            self.devices[0].name,
                             want.get(key)
                         ));
                     }
                 }
-                if &v != want {
+                if v != want {
                     return Err(format!("{id} diverged on {name}: {v} vs {want}"));
                 }
             }
-            // (2) Nothing left to upload, nothing refused.
+            // (2) Nothing lost: every change made to a document in its view is here.
+            for (hash, (who, doc_id)) in &self.made {
+                if want.contains(doc_id)
+                    && !raced.contains_key(hash)
+                    && !relay_docs[doc_id].1.contains(hash)
+                {
+                    return Err(format!(
+                        "change {hash} to {doc_id} made on {who} is missing on {name}"
+                    ));
+                }
+            }
+            // Nothing left to upload; nothing refused but what the relay refused after
+            // a reassignment the device had not heard of.
             let pending = r.pending_uploads().unwrap();
             if pending != 0 {
                 return Err(format!(
                     "{name} still has {pending} change(s) in its outbox"
                 ));
             }
-            let refused = r.refused_changes().unwrap();
-            if !refused.is_empty() {
-                return Err(format!("{name} has {} refused change(s)", refused.len()));
+            for refused in r.refused_changes().unwrap() {
+                if !raced.contains_key(&hex(&refused.hash)) {
+                    return Err(format!(
+                        "{name} lists a refused change of {} that is not in the relay's \
+                         quarantine as a reassignment race: {} {}",
+                        refused.doc_id, refused.code, refused.reason
+                    ));
+                }
             }
-            // (3) Every payment exactly once.
-            for (order_id, pay) in &self.payments {
+            for (hash, (who, doc_id)) in &self.made {
+                if who == name
+                    && raced.contains_key(hash)
+                    && !r
+                        .refused_changes()
+                        .unwrap()
+                        .iter()
+                        .any(|c| &hex(&c.hash) == hash)
+                {
+                    return Err(format!(
+                        "the relay refused {name}'s change {hash} to {doc_id} ({}), but {name} \
+                         was never told",
+                        raced[hash]
+                    ));
+                }
+            }
+            // (3) Every payment exactly once, wherever its order is held.
+            for ((order_id, pay), (who, _)) in &self.payments {
+                if !held.contains(order_id) {
+                    continue;
+                }
                 let view = r.order(&DocId::parse(order_id).unwrap()).unwrap();
                 let n = view.payments.iter().filter(|p| &p.id == pay).count();
-                if n != 1 {
+                let expected = usize::from(!refused_payments.contains(&(order_id.clone(), pay.clone())));
+                if n != expected {
                     return Err(format!(
-                        "payment {pay} of {order_id} appears {n} time(s) on {name}"
+                        "payment {pay} of {order_id} (recorded on {who}) appears {n} time(s) \
+                         on {name}"
                     ));
                 }
             }
@@ -1103,9 +1315,16 @@ fn describe(message: &Message) -> String {
         ),
         Message::Changes(c) => format!(
             "changes seqs {:?} cursor {} caught_up {}",
-            c.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            c.entries
+                .iter()
+                .map(|e| format!("{}:{}", e.seq, short(&e.doc_id)))
+                .collect::<Vec<_>>(),
             c.cursor,
             c.caught_up
+        ),
+        Message::Unshare(u) => format!(
+            "unshare {:?}",
+            u.doc_ids.iter().map(|d| short(d)).collect::<Vec<_>>()
         ),
         Message::Welcome(w) => format!(
             "welcome head {} oldest {} full_sync {}",
@@ -1127,6 +1346,107 @@ fn describe(message: &Message) -> String {
         Message::DocSyncComplete(d) => format!("doc_sync_complete cursor {}", d.cursor),
         other => other.name().to_string(),
     }
+}
+
+/// The documents a relay → device message carries content of (or heads, for a
+/// `DocSync`).
+fn carried(message: &Message) -> Vec<String> {
+    let mut docs: Vec<String> = match message {
+        Message::Changes(c) => c.entries.iter().map(|e| e.doc_id.clone()).collect(),
+        Message::DocSync(d) => vec![d.doc_id.clone()],
+        _ => Vec::new(),
+    };
+    docs.sort();
+    docs.dedup();
+    docs
+}
+
+/// The documents an `Unshare` tells the device to remove.
+fn unshared(message: &Message) -> Vec<String> {
+    match message {
+        Message::Unshare(u) => u.doc_ids.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// The no-leak property, for one delivered message: every document it carries was in
+/// the device's view (its audience named the device's principal, or the device is a
+/// dispatcher) when the relay sent it; and every document it is told to remove was
+/// no longer.
+fn check_grants(name: &str, principal: &str, message: &Message, grants: &Grants) -> Outcome {
+    for doc_id in carried(message) {
+        match grants.get(&doc_id) {
+            None => return Err(format!("{name}: no grant recorded for {doc_id}")),
+            Some(Some(audience)) if !audience::sees(principal, audience) => {
+                return Err(format!(
+                    "LEAK: the relay sent {doc_id} to {name} ({principal}) in {}, when its \
+                     audience was {audience:?}",
+                    describe(message)
+                ));
+            }
+            Some(Some(_)) => {}
+            // The relay held nothing of it: it may only ask for it.
+            Some(None) => {
+                let empty = match message {
+                    Message::DocSync(d) => automerge::sync::Message::decode(&d.message)
+                        .is_ok_and(|m| m.changes.is_empty() && m.heads.is_empty()),
+                    _ => false,
+                };
+                if !empty {
+                    return Err(format!(
+                        "{name}: the relay sent {} about {doc_id}, which it did not hold",
+                        describe(message)
+                    ));
+                }
+            }
+        }
+    }
+    for doc_id in unshared(message) {
+        if let Some(Some(audience)) = grants.get(&doc_id)
+            && audience::sees(principal, audience)
+        {
+            return Err(format!(
+                "the relay told {name} ({principal}) to remove {doc_id}, still in its view \
+                 (audience {audience:?})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A document as the relay holds it, typed (None when absent or incomplete).
+fn relay_typed(store: &MemoryLogStore, doc_id: &str) -> Option<Document> {
+    let id = DocId::parse(doc_id).ok()?;
+    let mut doc = Automerge::new();
+    for bytes in store.doc_changes(doc_id).ok()? {
+        doc.apply_changes([Change::try_from(bytes.as_slice()).ok()?])
+            .ok()?;
+    }
+    document::read(&id, &doc).ok()
+}
+
+/// Whether a refusal of a change to `doc_id` by `principal` is the race that honest
+/// devices cannot avoid: the principal lost the document (or, for an order, one of
+/// its deliveries) to a reassignment after it last heard from the relay, made the
+/// change while it still held it, and the relay, rightly, no longer lets it write.
+fn grant_race(store: &MemoryLogStore, principal: &str, doc_id: &str) -> bool {
+    if principal.is_empty() || principal == DISPATCH {
+        return false;
+    }
+    let mut related = vec![doc_id.to_owned()];
+    if let Some(Document::Order(order)) = relay_typed(store, doc_id) {
+        related.extend(order.deliveries);
+    }
+    store
+        .view_changes(principal, 0)
+        .unwrap()
+        .iter()
+        .any(|c| !c.joined && related.contains(&c.doc_id))
+}
+
+/// A document id as the trace prints it: kind and the last characters.
+fn short(doc_id: &str) -> String {
+    format!("{}…{}", &doc_id[..3], &doc_id[doc_id.len().saturating_sub(6)..])
 }
 
 fn frame(message: &Message) -> Result<Vec<u8>, String> {
@@ -1210,6 +1530,11 @@ fn run_seeds(seeds: &[u64], cfg: &Config, test: &str) -> Stats {
                 total.full_syncs += s.full_syncs;
                 total.log_head += s.log_head;
                 total.documents += s.documents;
+                total.reassignments += s.reassignments;
+                total.grant_checks += s.grant_checks;
+                total.unshares += s.unshares;
+                total.grant_races += s.grant_races;
+                total.refused_payments += s.refused_payments;
             }
             Err(e) => {
                 eprintln!("seed {seed} FAILED: {e}");

@@ -25,7 +25,7 @@
 //! | courier `C` | order | only if one of its `deliveries` is assigned to `C` (the relay's [`Facts::courier_of`]): append payments of kind `payment` and returns, each with a `delivery_id` of such a delivery; append event `completed` (what its `delivered` appends) and `return_requested` (only together with a new return, as a doorstep return appends); append notes. Nothing else: number, channel, store, customer, currency, fulfilment, lines, deliveries unchanged; no refunds, no store credit |
 //! | courier `C` | delivery | only if `before`'s own event fold names `C` as the courier (the relay's facts only when the fold names nobody): append events except `assigned` and `conflict_resolved`; append proofs and notes. `order_id`, `store`, `stop`, `window` unchanged |
 //! | store `S` | order | create one with store `S`; change one whose store is `S` before and after: any plain field but `store`; append order events except `conflict_resolved`, payments not collected at a door (no `delivery_id`, any method), refunds, store credit, returns, notes |
-//! | store `S` | delivery | create or change one whose store is `S` before and after, for an order the relay knows as `S`'s ([`Facts::store_of_order`]; an unknown order is refused, see [`check_effect`]) whenever `order_id` is set or changed; append events `assigned` and `returned_to_store`, notes; change stop and window; no proofs |
+//! | store `S` | delivery | create or change one whose store is `S` before and after, never for an order the relay knows as another store's ([`Facts::store_of_order`]; an order not yet at the relay is let through, see [`check_effect`]) whenever `order_id` is set or changed; append events `assigned` and `returned_to_store`, notes; change stop and window; no proofs |
 //! | dispatcher | any | anything the rules for everyone allow (including rewriting notes and resolving conflicts) |
 //!
 //! Every refusal is [`ModelError::Forbidden`] (except a malformed new ledger entry:
@@ -57,14 +57,12 @@ pub trait Facts {
 /// the module docs. Only what the typed schema reads is compared: keys a document
 /// carries outside the schema are invisible here.
 ///
-/// A store creating a delivery (or re-pointing one at another order) must be creating
-/// it for an order the relay knows belongs to that store. When the relay does not know
-/// the order, the change is refused rather than trusting the delivery's own `store`
-/// field: that field is written by the same device being checked, and trusting it would
-/// let store S attach a delivery (and so a courier, door payments and doorstep returns)
-/// to another store's order. An honest device's outbox holds the order's creation
-/// before its delivery's, so as long as the relay checks a device's uploads in outbox
-/// order this refuses nothing legitimate.
+/// A store creating a delivery (or re-pointing one at another order) must not attach
+/// it to an order the relay knows belongs to another store. When the relay does not
+/// know the order yet (it may still be on its way: a full sync offers `dlv_…` before
+/// `ord_…`), the delivery is let through: what a delivery exposes of an order is
+/// governed by the order's own `deliveries` list, which only the order's store may
+/// edit, so a delivery pointing at a foreign order gains nothing.
 pub fn check_effect(
     identity: &DeviceIdentity,
     before: Option<&Document>,
@@ -485,12 +483,11 @@ fn store_delivery(
                     format!("attach delivery {id} to an order of another store"),
                 ));
             }
-            None => {
-                return Err(forbid(
-                    who,
-                    format!("attach delivery {id} to an order the relay does not know"),
-                ));
-            }
+            // The order has not reached the relay yet (a full sync offers documents
+            // in id order, `dlv_` before `ord_`). Nothing leaks by letting it
+            // through: who sees an order, and who may pay on it, follows the order's
+            // own `deliveries` list, which only its store can edit.
+            None => {}
         }
     }
     if let Some(e) = c.events.iter().find(|e| {
@@ -1717,19 +1714,14 @@ mod tests {
     }
 
     #[test]
-    fn a_store_creates_deliveries_only_for_orders_the_relay_knows_as_its_own() {
+    fn a_store_never_creates_deliveries_for_another_stores_order() {
         let (tab, _order, dlv) = out_for_delivery();
         let created = read(&tab, &dlv);
         // The relay's view right after the order: it knows the order is S1's.
         let known = Known::of(&tab);
         check_effect(tab.identity(), None, &created, &known).unwrap();
-        refused(
-            tab.identity(),
-            None,
-            &created,
-            &Nothing,
-            "an order the relay does not know",
-        );
+        // The order has not reached the relay yet (a full sync sends `dlv_` first).
+        check_effect(tab.identity(), None, &created, &Nothing).unwrap();
         // An S2 tablet writing a delivery that claims S2 for S1's order.
         let other = DeviceIdentity::store("tab-9", "S2");
         let mut d = delivery_of(&created);

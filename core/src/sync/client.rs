@@ -245,6 +245,15 @@ impl ClientSession {
             (Phase::Open, Message::DocSync(sync)) => {
                 self.on_doc_sync(replica, sync, &mut events)?
             }
+            (Phase::Open, Message::Unshare(unshare)) => {
+                for doc_id in &unshare.doc_ids {
+                    self.doc_states.remove(doc_id);
+                    if let Ok(id) = DocId::parse(doc_id) {
+                        self.unshared.insert(id);
+                    }
+                }
+                self.purge_unshared(replica, &mut events)?;
+            }
             (Phase::Open, Message::DocSyncComplete(done)) => {
                 let cursor = Cursor {
                     relay_id: self.relay_id.clone(),

@@ -400,7 +400,11 @@ impl<S: LogStore> Relay<S> {
             let lost = view.lost.get(&principal).cloned().unwrap_or_default();
             let batch: Vec<LogEntry> = entries
                 .iter()
-                .filter(|(e, mine)| !(conn == from && *mine) && !gained.contains(&e.doc_id))
+                .filter(|(e, mine)| {
+                    let own = conn == from && *mine;
+                    // A gained document's whole history follows below.
+                    !own && !gained.contains(&e.doc_id)
+                })
                 .map(|(e, _)| e.clone())
                 .collect();
             let read = self
