@@ -503,7 +503,10 @@ impl Sim {
                 let mut grants = Grants::new();
                 for doc_id in carried(&message).into_iter().chain(unshared(&message)) {
                     let held = !store.doc_changes(&doc_id).unwrap().is_empty();
-                    grants.insert(doc_id.clone(), held.then(|| store.audience_of(&doc_id).unwrap()));
+                    grants.insert(
+                        doc_id.clone(),
+                        held.then(|| store.audience_of(&doc_id).unwrap()),
+                    );
                 }
                 link.down.push_back(Frame {
                     bytes: frame(&message)?,
@@ -602,7 +605,10 @@ impl Sim {
                 ));
             }
             if trace() {
-                eprintln!("step {} {name}: refused after losing the grant: {e:?}", self.step);
+                eprintln!(
+                    "step {} {name}: refused after losing the grant: {e:?}",
+                    self.step
+                );
             }
         }
         let link = self.devices[i].link.as_mut().expect("a connected device");
@@ -897,12 +903,22 @@ impl Sim {
                 "step {} {} {}: {} ({})",
                 self.step,
                 d.name,
-                ["create", "assign", "order event", "delivery event", "payment", "note"][what],
+                [
+                    "create",
+                    "assign",
+                    "order event",
+                    "delivery event",
+                    "payment",
+                    "note"
+                ][what],
                 match &result {
                     Ok(()) => "ok".to_owned(),
                     Err(e) => format!("refused locally: {e}"),
                 },
-                new.iter().map(|e| short(&e.doc_id)).collect::<Vec<_>>().join(", ")
+                new.iter()
+                    .map(|e| short(&e.doc_id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         let mut hashes = Vec::new();
@@ -1169,8 +1185,8 @@ impl Sim {
                     ));
                 }
                 let mut v = view(r, &doc_id).map_err(|e| format!("on {name}: {e}"))?;
-                let mut want = view(reference, &doc_id)
-                    .map_err(|e| format!("on {reference_name}: {e}"))?;
+                let mut want =
+                    view(reference, &doc_id).map_err(|e| format!("on {reference_name}: {e}"))?;
                 // Refusals are the device's own business (checked below).
                 v.as_object_mut().unwrap().remove("refused");
                 want.as_object_mut().unwrap().remove("refused");
@@ -1245,7 +1261,8 @@ impl Sim {
                 }
                 let view = r.order(&DocId::parse(order_id).unwrap()).unwrap();
                 let n = view.payments.iter().filter(|p| &p.id == pay).count();
-                let expected = usize::from(!refused_payments.contains(&(order_id.clone(), pay.clone())));
+                let expected =
+                    usize::from(!refused_payments.contains(&(order_id.clone(), pay.clone())));
                 if n != expected {
                     return Err(format!(
                         "payment {pay} of {order_id} (recorded on {who}) appears {n} time(s) \
@@ -1446,7 +1463,11 @@ fn grant_race(store: &MemoryLogStore, principal: &str, doc_id: &str) -> bool {
 
 /// A document id as the trace prints it: kind and the last characters.
 fn short(doc_id: &str) -> String {
-    format!("{}…{}", &doc_id[..3], &doc_id[doc_id.len().saturating_sub(6)..])
+    format!(
+        "{}…{}",
+        &doc_id[..3],
+        &doc_id[doc_id.len().saturating_sub(6)..]
+    )
 }
 
 fn frame(message: &Message) -> Result<Vec<u8>, String> {

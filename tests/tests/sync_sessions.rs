@@ -288,3 +288,137 @@ fn a_device_holding_1000_documents_receives_only_the_10_it_missed() {
     assert_eq!(again.messages, 2, "{again:?}");
     assert_eq!(snapshot(&tablet), snapshot(&console));
 }
+
+#[test]
+fn a_reassigned_delivery_moves_between_couriers_with_its_history() {
+    let issuer = CredentialIssuer::generate();
+    let mut relay = relay(&issuer);
+    let mut tablet = Device::with_role(&issuer, "tablet-1", Role::Store, "S1");
+    let mut c1 = Device::with_role(&issuer, "phone-1", Role::Courier, "c1");
+    let mut c2 = Device::with_role(&issuer, "phone-2", Role::Courier, "c2");
+    let order_id = tablet.replica.create_order(&order("S1", 1)).unwrap();
+    let other = tablet.replica.create_order(&order("S1", 2)).unwrap();
+    let delivery = tablet
+        .replica
+        .assign_courier(&order_id, "c1", &NewDelivery::default())
+        .unwrap();
+    tablet.connect(&mut relay, 1);
+    c1.connect(&mut relay, 2);
+    c2.connect(&mut relay, 3);
+    pump(&mut relay, &mut [&mut tablet, &mut c1, &mut c2], NOW);
+    let held = |d: &Device| {
+        let mut ids: Vec<String> = d
+            .replica
+            .doc_ids()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut mine = vec![order_id.to_string(), delivery.to_string()];
+    mine.sort();
+    assert_eq!(
+        held(&c1),
+        mine,
+        "its delivery and its order, not order {other}"
+    );
+    assert!(held(&c2).is_empty());
+
+    c1.replica.add_note(&delivery, "gate code 4411").unwrap();
+    c1.wrote();
+    pump(&mut relay, &mut [&mut tablet, &mut c1, &mut c2], NOW);
+
+    // The store hands the parcel to c2: c2 receives both documents with their
+    // whole history, c1 is told to remove them. Everyone is connected (live).
+    tablet
+        .replica
+        .assign_courier(&order_id, "c2", &NewDelivery::default())
+        .unwrap();
+    tablet.wrote();
+    pump(&mut relay, &mut [&mut tablet, &mut c1, &mut c2], NOW);
+    assert_eq!(held(&c2), mine);
+    assert_eq!(held(&c1), Vec::<String>::new());
+    assert!(c1.events.iter().any(|e| matches!(e, SyncEvent::Removed(_))));
+    let seen_by_c2 = c2.replica.delivery(&delivery).unwrap();
+    assert_eq!(seen_by_c2.courier.as_deref(), Some("c2"));
+    assert_eq!(seen_by_c2.notes, "gate code 4411", "history came along");
+    assert_eq!(
+        c2.replica.heads(&delivery).unwrap(),
+        tablet.replica.heads(&delivery).unwrap()
+    );
+
+    // A courier that was offline during the move learns about it when it resumes.
+    c2.disconnect(&mut relay);
+    tablet
+        .replica
+        .assign_courier(&order_id, "c1", &NewDelivery::default())
+        .unwrap();
+    tablet.wrote();
+    pump(&mut relay, &mut [&mut tablet, &mut c1], NOW);
+    assert_eq!(held(&c1), mine, "given back, with everything");
+    c2.connect(&mut relay, 4);
+    pump(&mut relay, &mut [&mut c2], NOW);
+    assert!(held(&c2).is_empty(), "removed on resuming");
+}
+
+#[test]
+fn a_forged_change_is_quarantined_and_reaches_no_one() {
+    let issuer = CredentialIssuer::generate();
+    let mut relay = relay(&issuer);
+    let mut tablet = Device::with_role(&issuer, "tablet-1", Role::Store, "S1");
+    let mut courier = Device::with_role(&issuer, "phone-1", Role::Courier, "c1");
+    let order_id = tablet.replica.create_order(&order("S1", 1)).unwrap();
+    tablet
+        .replica
+        .assign_courier(&order_id, "c1", &NewDelivery::default())
+        .unwrap();
+    tablet.connect(&mut relay, 1);
+    courier.connect(&mut relay, 2);
+    pump(&mut relay, &mut [&mut tablet, &mut courier], NOW);
+
+    // A tampered build edits a price with Automerge directly, bypassing the API.
+    let mut doc = automerge::Automerge::load(&courier.replica.export(&order_id).unwrap()).unwrap();
+    let mut order: waybill_core::model::Order = autosurgeon::hydrate(&doc).unwrap();
+    order.lines[0].unit_price = 1;
+    let mut tx = doc.transaction();
+    autosurgeon::reconcile(&mut tx, &order).unwrap();
+    tx.commit();
+    let forged = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+    let (conn, _) = courier.session.as_ref().map(|(c, _)| (*c, ())).unwrap();
+    relay.handle(
+        conn,
+        Message::Upload(waybill_core::protocol::Upload {
+            batch: 99,
+            changes: vec![waybill_core::protocol::UploadChange {
+                doc_id: order_id.to_string(),
+                bytes: forged.clone(),
+            }],
+        }),
+        NOW,
+    );
+    let ack = std::iter::from_fn(|| relay.poll_transmit(conn))
+        .find_map(|m| match m {
+            Message::UploadAck(a) => Some(a),
+            _ => None,
+        })
+        .unwrap();
+    assert!(ack.accepted.is_empty());
+    assert_eq!(ack.refused.len(), 1);
+    assert_eq!(ack.refused[0].code, ErrorCode::Forbidden);
+    assert!(
+        ack.refused[0].reason.contains("lines"),
+        "{}",
+        ack.refused[0].reason
+    );
+    let quarantined = relay.store().quarantined().unwrap();
+    assert_eq!(quarantined.len(), 1);
+    assert_eq!(quarantined[0].change.device_id, "phone-1");
+    pump(&mut relay, &mut [&mut tablet, &mut courier], NOW);
+    assert_eq!(
+        tablet.replica.order(&order_id).unwrap().lines[0].unit_price,
+        1_850_000
+    );
+    assert_eq!(relay.store().head().unwrap(), 3, "nothing logged");
+}
