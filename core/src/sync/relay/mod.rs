@@ -308,24 +308,10 @@ impl<S: LogStore> Relay<S> {
             catching_up: resume_from.is_some(),
             docs: DocSyncs::default(),
         };
+        // Resuming: the log pages carry what it gained or lost while away.
         let first = match resume_from {
             None => self.open_full_sync(&peer.principal, &mut peer.docs)?,
-            Some(cursor) => {
-                // What it gained or lost while away, before the log from its cursor.
-                let (history, lost) = self.view_since(&peer.principal, cursor)?;
-                let mut first = Vec::new();
-                if !history.is_empty() {
-                    first.push(Message::Changes(Changes {
-                        entries: history,
-                        cursor,
-                        caught_up: false,
-                    }));
-                }
-                if !lost.is_empty() {
-                    first.push(Message::Unshare(Unshare { doc_ids: lost }));
-                }
-                first
-            }
+            Some(_) => Vec::new(),
         };
         let c = self.conns.entry(conn).or_default();
         c.out.push_back(Message::Welcome(Welcome {
@@ -482,7 +468,15 @@ impl<S: LogStore> Relay<S> {
             .map(|p| p.principal.clone())
             .unwrap_or_default();
         // The cursor covers every entry read, including those the device may not see.
-        let entries = self.visible_entries(&principal, entries)?;
+        // Documents that joined its view in this stretch of the log come with their
+        // older history; those that left it are unshared.
+        let (history, lost) = self.view_between(&principal, after, cursor)?;
+        let mut entries = self.visible_entries(&principal, entries)?;
+        if !history.is_empty() {
+            entries.extend(history);
+            entries.sort_by_key(|e| e.seq);
+            entries.dedup_by_key(|e| e.seq);
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(());
         };
@@ -495,6 +489,9 @@ impl<S: LogStore> Relay<S> {
             cursor,
             caught_up,
         }));
+        if !lost.is_empty() {
+            c.out.push_back(Message::Unshare(Unshare { doc_ids: lost }));
+        }
         Ok(())
     }
 

@@ -81,21 +81,24 @@ impl<S: LogStore> Relay<S> {
         Ok(out)
     }
 
-    /// What changed in a resuming device's view since its cursor: the documents it
-    /// gained (with their history up to the cursor; later entries come with the
-    /// log) and the documents it lost.
-    pub(super) fn view_since(
+    /// What changed in a device's view between two log positions, as it reads the
+    /// log from `after` up to `through`: the documents it gained (with their history
+    /// up to `after`; later entries come with the log) and the documents it lost.
+    /// Judged by the first change after `after` and the audience now.
+    pub(super) fn view_between(
         &self,
         principal: &str,
-        cursor: u64,
+        after: u64,
+        through: u64,
     ) -> Result<(Vec<LogEntry>, Vec<String>), LogStoreError> {
         if principal == DISPATCH {
             return Ok((Vec::new(), Vec::new()));
         }
-        // The first change after the cursor says whether the device had it then.
         let mut first: BTreeMap<String, bool> = BTreeMap::new();
-        for change in self.store.view_changes(principal, cursor)? {
-            first.entry(change.doc_id).or_insert(change.joined);
+        for change in self.store.view_changes(principal, after)? {
+            if change.seq <= through {
+                first.entry(change.doc_id).or_insert(change.joined);
+            }
         }
         let mut history = Vec::new();
         let mut lost = Vec::new();
@@ -106,7 +109,7 @@ impl<S: LogStore> Relay<S> {
                     self.store
                         .doc_log(&doc_id)?
                         .into_iter()
-                        .filter(|e| e.seq <= cursor),
+                        .filter(|e| e.seq <= after),
                 ),
                 (false, false) => lost.push(doc_id),
                 _ => {}
