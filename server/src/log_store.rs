@@ -495,6 +495,18 @@ impl LogStore for SqliteLogStore {
         Ok(ids)
     }
 
+    fn is_quarantined(&self, hash: &[u8]) -> Result<bool, LogStoreError> {
+        let found = (|| -> Res<bool> {
+            Ok(self
+                .conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM quarantine WHERE hash = ?1 AND length(hash) > 0)",
+                )?
+                .query_row([hash], |r| r.get(0))?)
+        })()?;
+        Ok(found)
+    }
+
     fn quarantined(&self) -> Result<Vec<QuarantinedChange>, LogStoreError> {
         Ok(self
             .quarantine_rows()?

@@ -174,6 +174,9 @@ pub struct Changes {
     pub cursor: u64,
     /// Whether the device has now caught up with the log as of `Welcome.head`.
     pub caught_up: bool,
+    /// Documents that left the device's view in this stretch of the log: it removes
+    /// them before it stores `cursor`, so a resumed device never keeps one.
+    pub unshared: Vec<String>,
 }
 
 /// One Automerge sync message for one document.

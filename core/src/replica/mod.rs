@@ -14,7 +14,7 @@ mod views;
 
 pub use error::ReplicaError;
 pub use observer::{ChangeOrigin, DocChange, DocumentObserver, Subscription};
-pub use sync_api::LogApplied;
+pub use sync_api::{LogApplied, Removal};
 pub use views::{DeliveryView, IntegrityReport, OrderView, RefusedView, TimelineEntry};
 
 use crate::hlc::{Hlc, HlcState, SystemClock, WallClock};

@@ -9,6 +9,15 @@ use automerge::sync::{self as am_sync, SyncDoc};
 
 const CURSOR_KEY: &str = "sync_cursor";
 
+/// What [`Replica::remove_documents`] / [`Replica::remove_pending`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removal {
+    /// Documents removed from this device.
+    pub removed: Vec<DocId>,
+    /// Of those, the ones to fetch again from the relay.
+    pub refetch: Vec<DocId>,
+}
+
 /// What applying a page of the relay's log did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogApplied {
@@ -109,6 +118,14 @@ impl Replica {
             }
             Ok(())
         })?;
+        let arrived: Vec<DocId> = entries
+            .iter()
+            .filter_map(|e| DocId::parse(&e.doc_id).ok())
+            .collect();
+        if !arrived.is_empty() {
+            // Shared again (or still): a removal decided earlier no longer applies.
+            self.lock_writer().store.cancel_removal(&arrived)?;
+        }
         for (doc_id, reason) in &outcome.skipped {
             tracing::warn!(doc = %doc_id, %reason, "skipped a change from the relay");
         }
@@ -162,37 +179,47 @@ impl Replica {
     }
 
     /// The relay no longer shares these documents with this device (a delivery was
-    /// reassigned, say): remove them from the store, the indexes and the cache, and
-    /// tell observers (origin [`ChangeOrigin::Removed`]). A document with local
-    /// changes still awaiting the relay's answer is kept for now and returned, so
-    /// nothing unacknowledged is lost; call again once the outbox has drained.
-    pub fn purge(&self, ids: &[DocId]) -> Result<Vec<DocId>, ReplicaError> {
-        let (removed, kept) = {
+    /// reassigned, say), or refused a local change to one it still shares
+    /// (`refresh`): remove them — at once where none of their own changes await the
+    /// relay's answer, otherwise once they are answered ([`Replica::remove_pending`]).
+    /// The intent is stored, so a restart in between forgets nothing. Returns the
+    /// documents removed now, and those to fetch again.
+    pub fn remove_documents(&self, ids: &[DocId], refresh: bool) -> Result<Removal, ReplicaError> {
+        self.lock_writer().store.mark_for_removal(ids, refresh)?;
+        self.remove_pending()
+    }
+
+    /// Carry out pending removals whose documents have no changes awaiting the
+    /// relay any more, and tell observers (origin [`ChangeOrigin::Removed`]).
+    pub fn remove_pending(&self) -> Result<Removal, ReplicaError> {
+        let removal = {
             let mut writer = self.lock_writer();
-            let mut ready = Vec::new();
-            let mut kept = Vec::new();
-            for id in ids {
-                if writer.store.has_pending(id)? {
-                    kept.push(id.clone());
-                } else {
-                    ready.push(id.clone());
+            let mut removal = Removal::default();
+            for (id, refresh) in writer.store.pending_removals()? {
+                if writer.store.has_pending(&id)? {
+                    continue;
                 }
+                if refresh {
+                    removal.refetch.push(id.clone());
+                }
+                removal.removed.push(id);
             }
-            writer.store.purge(&ready)?;
-            for id in &ready {
+            writer.store.purge(&removal.removed)?;
+            for id in &removal.removed {
                 writer.cache.pop(id);
             }
-            (ready, kept)
+            removal
         };
-        let changes: Vec<DocChange> = removed
-            .into_iter()
+        let changes: Vec<DocChange> = removal
+            .removed
+            .iter()
             .map(|doc_id| DocChange {
-                doc_id,
+                doc_id: doc_id.clone(),
                 origin: ChangeOrigin::Removed,
             })
             .collect();
         self.observers.notify(&changes);
-        Ok(kept)
+        Ok(removal)
     }
 
     /// Outbox entries after `after` (the last one already sent), oldest first.

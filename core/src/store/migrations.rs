@@ -7,6 +7,7 @@ use rusqlite::Connection;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_refused.sql"),
+    include_str!("migrations/0003_pending_removal.sql"),
 ];
 
 /// The schema version this build creates and reads.

@@ -418,9 +418,54 @@ impl Store {
             purged += tx
                 .prepare_cached("DELETE FROM documents WHERE doc_id = ?1")?
                 .execute([id.as_str()])?;
+            tx.prepare_cached("DELETE FROM pending_removal WHERE doc_id = ?1")?
+                .execute([id.as_str()])?;
         }
         tx.commit()?;
         Ok(purged)
+    }
+
+    /// Mark documents to remove once their own changes are answered (`refresh`:
+    /// fetch the relay's copy again afterwards).
+    pub fn mark_for_removal(&mut self, ids: &[DocId], refresh: bool) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for id in ids {
+            tx.prepare_cached(
+                "INSERT INTO pending_removal (doc_id, refresh) VALUES (?1, ?2)
+                 ON CONFLICT (doc_id) DO UPDATE SET refresh = max(refresh, excluded.refresh)",
+            )?
+            .execute(params![id.as_str(), refresh])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forget pending removals of unshared documents (the relay shares them again).
+    /// A refresh stays: the local copy still holds a refused change.
+    pub fn cancel_removal(&mut self, ids: &[DocId]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        for id in ids {
+            tx.prepare_cached("DELETE FROM pending_removal WHERE doc_id = ?1 AND refresh = 0")?
+                .execute([id.as_str()])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Documents waiting to be removed, with whether to fetch them again after.
+    pub fn pending_removals(&self) -> Result<Vec<(DocId, bool)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT doc_id, refresh FROM pending_removal ORDER BY doc_id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, refresh) = row?;
+            if let Ok(id) = DocId::parse(&id) {
+                out.push((id, refresh));
+            }
+        }
+        Ok(out)
     }
 
     /// Whether a document has local changes not yet acknowledged by the relay.

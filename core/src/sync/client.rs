@@ -124,9 +124,6 @@ pub struct ClientSession {
     doc_states: HashMap<String, am_sync::State>,
     full_sync: bool,
     progress: SessionProgress,
-    /// Documents the relay stopped sharing that still have local changes in flight:
-    /// removed once those are acknowledged or refused.
-    unshared: std::collections::BTreeSet<DocId>,
 }
 
 impl ClientSession {
@@ -144,7 +141,6 @@ impl ClientSession {
             doc_states: HashMap::new(),
             full_sync: false,
             progress: SessionProgress::default(),
-            unshared: std::collections::BTreeSet::new(),
         }
     }
 
@@ -246,13 +242,7 @@ impl ClientSession {
                 self.on_doc_sync(replica, sync, &mut events)?
             }
             (Phase::Open, Message::Unshare(unshare)) => {
-                for doc_id in &unshare.doc_ids {
-                    self.doc_states.remove(doc_id);
-                    if let Ok(id) = DocId::parse(doc_id) {
-                        self.unshared.insert(id);
-                    }
-                }
-                self.purge_unshared(replica, &mut events)?;
+                self.remove(replica, &unshare.doc_ids, false, &mut events)?;
             }
             (Phase::Open, Message::DocSyncComplete(done)) => {
                 let cursor = Cursor {
@@ -319,6 +309,9 @@ impl ClientSession {
                 documents: ids.len() as u64,
             }));
         }
+        // Removals decided before a restart, now due.
+        let removal = replica.remove_pending()?;
+        self.after_removal(replica, removal, events)?;
         self.fill_uploads(replica)
     }
 
@@ -335,7 +328,18 @@ impl ClientSession {
             relay_id: self.relay_id.clone(),
             seq: changes.cursor.max(self.progress.cursor),
         });
-        let applied = replica.apply_log(&changes.entries, cursor.as_ref())?;
+        // Documents that left this device's view go before the cursor moves past
+        // the point where they left (or are marked to go, durably).
+        let applied = if changes.unshared.is_empty() {
+            replica.apply_log(&changes.entries, cursor.as_ref())?
+        } else {
+            let applied = replica.apply_log(&changes.entries, None)?;
+            self.remove(replica, &changes.unshared, false, events)?;
+            if let Some(cursor) = &cursor {
+                replica.set_sync_cursor(cursor)?;
+            }
+            applied
+        };
         self.progress.cursor = self.progress.cursor.max(changes.cursor);
         self.progress.received += applied.new_changes as u64;
         if applied.new_changes > 0 {
@@ -388,9 +392,15 @@ impl ClientSession {
                 refused = ack.refused.len(),
                 "the relay refused local changes"
             );
+            // The local copies still hold the refused changes: replace them with the
+            // relay's once nothing of theirs is in flight.
+            let docs: Vec<String> = ack.refused.iter().map(|r| r.doc_id.clone()).collect();
             events.push(SyncEvent::Refused(ack.refused));
+            self.remove(replica, &docs, true, events)?;
+        } else {
+            let removal = replica.remove_pending()?;
+            self.after_removal(replica, removal, events)?;
         }
-        self.purge_unshared(replica, events)?;
         self.fill_uploads(replica)
     }
 
@@ -431,30 +441,58 @@ impl ClientSession {
         Ok(())
     }
 
-    /// Remove the documents the relay stopped sharing, except those whose local
-    /// changes still await the relay's answer (they go once it comes).
-    fn purge_unshared(
+    /// Remove documents (unshared, or holding a refused change when `refresh`), now
+    /// or once their own changes in flight are answered.
+    fn remove(
         &mut self,
         replica: &Replica,
+        doc_ids: &[String],
+        refresh: bool,
         events: &mut Vec<SyncEvent>,
     ) -> Result<(), SyncError> {
-        if self.unshared.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<DocId> = self.unshared.iter().cloned().collect();
-        let kept = replica.purge(&ids)?;
-        let removed: Vec<String> = ids
+        let ids: Vec<DocId> = doc_ids
             .iter()
-            .filter(|id| !kept.contains(id))
+            .filter_map(|id| DocId::parse(id).ok())
+            .collect();
+        let removal = replica.remove_documents(&ids, refresh)?;
+        self.after_removal(replica, removal, events)
+    }
+
+    /// Report removed documents, and ask the relay for fresh copies of those whose
+    /// local copy held a refused change (a first Automerge sync message from an
+    /// empty document asks for everything; the relay answers `Unshare` instead if
+    /// the device may no longer see it).
+    fn after_removal(
+        &mut self,
+        replica: &Replica,
+        removal: crate::replica::Removal,
+        events: &mut Vec<SyncEvent>,
+    ) -> Result<(), SyncError> {
+        for id in &removal.removed {
+            self.doc_states.remove(id.as_str());
+        }
+        for id in &removal.refetch {
+            let mut state = am_sync::State::new();
+            if let Some(message) = replica.doc_sync_message(id, &mut state)? {
+                self.out.push_back(Message::DocSync(DocSync {
+                    doc_id: id.to_string(),
+                    message,
+                }));
+            }
+            self.doc_states.insert(id.to_string(), state);
+        }
+        let gone: Vec<String> = removal
+            .removed
+            .iter()
+            .filter(|id| !removal.refetch.contains(id))
             .map(ToString::to_string)
             .collect();
-        self.unshared = kept.into_iter().collect();
-        if !removed.is_empty() {
+        if !gone.is_empty() {
             tracing::info!(
-                documents = removed.len(),
+                documents = gone.len(),
                 "removed documents no longer shared with this device"
             );
-            events.push(SyncEvent::Removed(removed));
+            events.push(SyncEvent::Removed(gone));
         }
         Ok(())
     }

@@ -683,6 +683,11 @@ fn a_mixed_batch_is_visible_after_commit<S: LogStore>(store: &mut S) {
         assert!(ok(store.contains(&c.hash), "contains"));
     }
     assert!(!ok(store.contains(&refused.change.hash), "contains"));
+    assert!(ok(
+        store.is_quarantined(&refused.change.hash),
+        "is_quarantined"
+    ));
+    assert!(!ok(store.is_quarantined(&base.hash), "is_quarantined"));
     assert_eq!(ok(store.quarantined(), "quarantined"), vec![refused]);
     assert_eq!(ok(store.doc_ids(), "doc_ids"), vec!["dlv_b", "ord_a"]);
     assert!(ok(store.is_revoked("dev-x"), "is_revoked"));

@@ -127,6 +127,9 @@ pub trait LogStore: Send {
     /// Every document id with at least one stored change, in id order.
     fn doc_ids(&self) -> Result<Vec<String>, LogStoreError>;
 
+    /// Whether a change was refused (a change built on it is refused as well).
+    fn is_quarantined(&self, hash: &[u8]) -> Result<bool, LogStoreError>;
+
     /// The quarantine, oldest first.
     fn quarantined(&self) -> Result<Vec<QuarantinedChange>, LogStoreError>;
 
@@ -291,6 +294,10 @@ impl LogStore for MemoryLogStore {
             .chain(self.waiting.iter().map(|w| w.doc_id.clone()))
             .collect();
         Ok(ids.into_iter().collect())
+    }
+
+    fn is_quarantined(&self, hash: &[u8]) -> Result<bool, LogStoreError> {
+        Ok(!hash.is_empty() && self.quarantine.iter().any(|q| q.change.hash == hash))
     }
 
     fn quarantined(&self) -> Result<Vec<QuarantinedChange>, LogStoreError> {

@@ -17,3 +17,6 @@ CREATE TABLE view_changes (
     joined    INTEGER NOT NULL CHECK (joined IN (0, 1))
 ) STRICT;
 CREATE INDEX view_changes_by_principal ON view_changes (principal, seq);
+
+-- A change built on a refused one is refused too: look refused changes up by hash.
+CREATE INDEX quarantine_by_hash ON quarantine (hash);

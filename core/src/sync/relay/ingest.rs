@@ -100,6 +100,17 @@ impl<S: LogStore> Relay<S> {
                     let hash = change.hash().0.to_vec();
                     if self.store.contains(&hash)? {
                         out.accepted.push(hash);
+                    } else if let Some(dep) = self.refused_dependency(&change, out)? {
+                        // Built on a refused change: it could never be applied.
+                        out.refuse(
+                            doc_id,
+                            hash,
+                            bytes,
+                            device,
+                            now_ms,
+                            ErrorCode::Forbidden,
+                            format!("it builds on refused change {dep}"),
+                        );
                     } else if seen.insert(hash) {
                         fresh.push(change);
                     }
@@ -172,6 +183,21 @@ impl<S: LogStore> Relay<S> {
             }
         }
         Ok(())
+    }
+
+    /// A dependency of `change` that was refused (earlier, or in this upload).
+    fn refused_dependency(
+        &self,
+        change: &automerge::Change,
+        out: &Ingest,
+    ) -> Result<Option<automerge::ChangeHash>, Failure> {
+        for dep in change.deps() {
+            let refused_now = out.refused.iter().any(|r| r.hash == dep.0);
+            if refused_now || self.store.is_quarantined(&dep.0)? {
+                return Ok(Some(*dep));
+            }
+        }
+        Ok(None)
     }
 
     /// Make a batch durable, then cache the documents it changed. Returns the new log

@@ -19,7 +19,7 @@ use super::relay_docs::RelayDocs;
 use crate::credential::{CredentialError, CredentialVerifier};
 use crate::identity::DeviceIdentity;
 use crate::protocol::{
-    self, Changes, ErrorCode, Hello, LogEntry, Message, ProtocolError, Unshare, Welcome, WireError,
+    self, Changes, ErrorCode, Hello, LogEntry, Message, ProtocolError, Welcome, WireError,
 };
 use full_sync::DocSyncs;
 use std::collections::{BTreeMap, VecDeque};
@@ -431,10 +431,8 @@ impl<S: LogStore> Relay<S> {
                 entries: out,
                 cursor: last,
                 caught_up: true,
+                unshared: lost,
             }));
-            if !lost.is_empty() {
-                c.out.push_back(Message::Unshare(Unshare { doc_ids: lost }));
-            }
         }
         nudge.dedup();
         for (conn, doc_id) in nudge {
@@ -468,15 +466,7 @@ impl<S: LogStore> Relay<S> {
             .map(|p| p.principal.clone())
             .unwrap_or_default();
         // The cursor covers every entry read, including those the device may not see.
-        // Documents that joined its view in this stretch of the log come with their
-        // older history; those that left it are unshared.
-        let (history, lost) = self.view_between(&principal, after, cursor)?;
-        let mut entries = self.visible_entries(&principal, entries)?;
-        if !history.is_empty() {
-            entries.extend(history);
-            entries.sort_by_key(|e| e.seq);
-            entries.dedup_by_key(|e| e.seq);
-        }
+        let (entries, unshared) = self.page_view(&principal, after, cursor, entries)?;
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(());
         };
@@ -488,10 +478,8 @@ impl<S: LogStore> Relay<S> {
             entries,
             cursor,
             caught_up,
+            unshared,
         }));
-        if !lost.is_empty() {
-            c.out.push_back(Message::Unshare(Unshare { doc_ids: lost }));
-        }
         Ok(())
     }
 

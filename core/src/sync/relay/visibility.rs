@@ -54,7 +54,8 @@ impl<S: LogStore> Relay<S> {
         }))
     }
 
-    /// Keep only the entries whose documents the principal sees now.
+    /// Keep only the entries whose documents the principal sees now (live pushes,
+    /// where the batch's own view changes come separately in a [`ViewDelta`]).
     pub(super) fn visible_entries(
         &self,
         principal: &str,
@@ -81,41 +82,72 @@ impl<S: LogStore> Relay<S> {
         Ok(out)
     }
 
-    /// What changed in a device's view between two log positions, as it reads the
-    /// log from `after` up to `through`: the documents it gained (with their history
-    /// up to `after`; later entries come with the log) and the documents it lost.
-    /// Judged by the first change after `after` and the audience now.
-    pub(super) fn view_between(
+    /// What a device reading the log from `after` through `through` is sent, so that
+    /// holding exactly its view as of `after` it ends holding exactly its view as of
+    /// `through`: entries of documents in its view at both ends; the whole history
+    /// (up to `through`) of documents that joined; and the ids of documents that
+    /// left, to remove. Membership at a position is read from the view changes; a
+    /// document no longer in the view now counts as gone at `through` already.
+    pub(super) fn page_view(
         &self,
         principal: &str,
         after: u64,
         through: u64,
+        entries: Vec<LogEntry>,
     ) -> Result<(Vec<LogEntry>, Vec<String>), LogStoreError> {
         if principal == DISPATCH {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok((entries, Vec::new()));
         }
-        let mut first: BTreeMap<String, bool> = BTreeMap::new();
+        // For each document with a view change after `after`: its first change after
+        // `after` and its first change after `through` give membership at both ends.
+        let mut at_after: BTreeMap<String, bool> = BTreeMap::new();
+        let mut at_through: BTreeMap<String, bool> = BTreeMap::new();
         for change in self.store.view_changes(principal, after)? {
-            if change.seq <= through {
-                first.entry(change.doc_id).or_insert(change.joined);
+            at_after
+                .entry(change.doc_id.clone())
+                .or_insert(!change.joined);
+            if change.seq > through {
+                at_through.entry(change.doc_id).or_insert(!change.joined);
             }
         }
-        let mut history = Vec::new();
-        let mut lost = Vec::new();
-        for (doc_id, first_was_join) in first {
-            let now = audience::sees(principal, &self.store.audience_of(&doc_id)?);
-            match (first_was_join, now) {
-                (true, true) => history.extend(
+        let mut member: HashMap<String, (bool, bool)> = HashMap::new();
+        let mut membership = |doc_id: &str| -> Result<(bool, bool), LogStoreError> {
+            if let Some(m) = member.get(doc_id) {
+                return Ok(*m);
+            }
+            let now = audience::sees(principal, &self.store.audience_of(doc_id)?);
+            // A document that has left the view since `through` is treated as
+            // leaving now: nothing more of it is sent to a device no longer allowed it.
+            let m = (
+                at_after.get(doc_id).copied().unwrap_or(now),
+                at_through.get(doc_id).copied().unwrap_or(now) && now,
+            );
+            member.insert(doc_id.to_owned(), m);
+            Ok(m)
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if membership(&entry.doc_id)? == (true, true) {
+                out.push(entry);
+            }
+        }
+        let mut unshared = Vec::new();
+        let changed: Vec<String> = at_after.keys().cloned().collect();
+        for doc_id in changed {
+            match membership(&doc_id)? {
+                (false, true) => out.extend(
                     self.store
                         .doc_log(&doc_id)?
                         .into_iter()
-                        .filter(|e| e.seq <= after),
+                        .filter(|e| e.seq <= through),
                 ),
-                (false, false) => lost.push(doc_id),
+                (true, false) => unshared.push(doc_id),
                 _ => {}
             }
         }
-        Ok((history, lost))
+        out.sort_by_key(|e| e.seq);
+        out.dedup_by_key(|e| e.seq);
+        Ok((out, unshared))
     }
 
     /// The whole logged history of documents a device has just been given.
