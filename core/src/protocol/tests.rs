@@ -48,6 +48,7 @@ fn samples() -> Vec<Message> {
             }],
             cursor: 10,
             caught_up: true,
+            unshared: vec!["dlv_gone".into()],
         }),
         Message::DocSync(DocSync {
             doc_id: "ord_x".into(),
