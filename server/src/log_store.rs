@@ -602,6 +602,31 @@ impl LogStore for SqliteLogStore {
     }
 }
 
+/// Replace documents' audiences, recording who gained and who lost each at `seq`.
+fn write_audiences(tx: &Connection, updates: &[AudienceUpdate], seq: u64) -> Res<()> {
+    let mut current = tx.prepare_cached("SELECT principal FROM audience WHERE doc_id = ?1")?;
+    let mut add = tx.prepare_cached("INSERT INTO audience (doc_id, principal) VALUES (?1, ?2)")?;
+    let mut remove =
+        tx.prepare_cached("DELETE FROM audience WHERE doc_id = ?1 AND principal = ?2")?;
+    let mut record = tx.prepare_cached(
+        "INSERT INTO view_changes (principal, doc_id, seq, joined) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for update in updates {
+        let old: BTreeSet<String> = current
+            .query_map([&update.doc_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for principal in update.audience.difference(&old) {
+            add.execute(params![update.doc_id, principal])?;
+            record.execute(params![principal, update.doc_id, seq, true])?;
+        }
+        for principal in old.difference(&update.audience) {
+            remove.execute(params![update.doc_id, principal])?;
+            record.execute(params![principal, update.doc_id, seq, false])?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -918,29 +943,4 @@ mod tests {
         assert!(waiting.contains("USING INDEX waiting_doc"), "{waiting}");
         assert!(!waiting.contains("TEMP B-TREE"), "{waiting}");
     }
-}
-
-/// Replace documents' audiences, recording who gained and who lost each at `seq`.
-fn write_audiences(tx: &Connection, updates: &[AudienceUpdate], seq: u64) -> Res<()> {
-    let mut current = tx.prepare_cached("SELECT principal FROM audience WHERE doc_id = ?1")?;
-    let mut add = tx.prepare_cached("INSERT INTO audience (doc_id, principal) VALUES (?1, ?2)")?;
-    let mut remove =
-        tx.prepare_cached("DELETE FROM audience WHERE doc_id = ?1 AND principal = ?2")?;
-    let mut record = tx.prepare_cached(
-        "INSERT INTO view_changes (principal, doc_id, seq, joined) VALUES (?1, ?2, ?3, ?4)",
-    )?;
-    for update in updates {
-        let old: BTreeSet<String> = current
-            .query_map([&update.doc_id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for principal in update.audience.difference(&old) {
-            add.execute(params![update.doc_id, principal])?;
-            record.execute(params![principal, update.doc_id, seq, true])?;
-        }
-        for principal in old.difference(&update.audience) {
-            remove.execute(params![update.doc_id, principal])?;
-            record.execute(params![principal, update.doc_id, seq, false])?;
-        }
-    }
-    Ok(())
 }
