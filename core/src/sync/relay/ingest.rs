@@ -18,12 +18,7 @@ impl<S: LogStore> Relay<S> {
         now_ms: i64,
         woken: &mut Vec<ConnId>,
     ) -> Result<(), Failure> {
-        let Some((identity, principal)) = self
-            .conns
-            .get(&conn)
-            .and_then(|c| c.peer.as_ref())
-            .map(|p| (p.identity.clone(), p.principal.clone()))
-        else {
+        let Some((identity, principal)) = self.author(conn) else {
             return Ok(());
         };
         let device = identity.device_id.clone();

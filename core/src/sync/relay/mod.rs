@@ -483,6 +483,12 @@ impl<S: LogStore> Relay<S> {
         Ok(())
     }
 
+    /// Who is on a connection: identity and principal (None before the handshake).
+    fn author(&self, conn: ConnId) -> Option<(DeviceIdentity, String)> {
+        let peer = self.conns.get(&conn)?.peer.as_ref()?;
+        Some((peer.identity.clone(), peer.principal.clone()))
+    }
+
     fn peer_mut(&mut self, conn: ConnId) -> Option<&mut Peer> {
         self.conns.get_mut(&conn)?.peer.as_mut()
     }
