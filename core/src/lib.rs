@@ -12,6 +12,7 @@ pub mod hlc;
 pub mod identity;
 pub mod ids;
 pub mod model;
+mod observers;
 pub mod net;
 pub mod protocol;
 pub mod replica;

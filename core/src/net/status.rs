@@ -1,7 +1,8 @@
 //! What the background sync is doing, for status bars and support screens, and
 //! observers that hear about every change of it.
 
-use std::sync::{Arc, Mutex, Weak};
+use crate::observers::Registry;
+use std::sync::{Arc, Mutex};
 
 /// The connection, as an app shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,14 +73,14 @@ impl<F: Fn(&SyncStatus) + Send + Sync> SyncStatusObserver for F {
     }
 }
 
-type Registry = Mutex<Vec<(u64, Arc<dyn SyncStatusObserver>)>>;
+/// Keeps a status subscription alive; dropping it unsubscribes.
+pub type StatusSubscription = crate::observers::Subscription;
 
 /// The current status and its observers, shared by the sync task and handles.
 #[derive(Default)]
 pub(crate) struct StatusBoard {
     status: Mutex<SyncStatus>,
-    registry: Arc<Registry>,
-    next_id: std::sync::atomic::AtomicU64,
+    observers: Registry<dyn SyncStatusObserver>,
 }
 
 impl StatusBoard {
@@ -98,51 +99,17 @@ impl StatusBoard {
         let Some(status) = changed else {
             return;
         };
-        // Call outside the lock so an observer may read the status or unsubscribe.
-        let observers: Vec<_> = lock(&self.registry)
-            .iter()
-            .map(|(_, o)| Arc::clone(o))
-            .collect();
-        for o in observers {
+        // Called outside the lock so an observer may read the status or unsubscribe.
+        for o in self.observers.observers() {
             o.status_changed(&status);
         }
     }
 
     pub(crate) fn subscribe(&self, observer: Arc<dyn SyncStatusObserver>) -> StatusSubscription {
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        lock(&self.registry).push((id, observer));
-        StatusSubscription {
-            id,
-            registry: Arc::downgrade(&self.registry),
-        }
+        self.observers.subscribe(observer)
     }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Keeps a status subscription alive; dropping it unsubscribes.
-#[must_use = "dropping the subscription unsubscribes at once"]
-pub struct StatusSubscription {
-    id: u64,
-    registry: Weak<Registry>,
-}
-
-impl Drop for StatusSubscription {
-    fn drop(&mut self) {
-        if let Some(registry) = self.registry.upgrade() {
-            lock(&registry).retain(|(id, _)| *id != self.id);
-        }
-    }
-}
-
-impl std::fmt::Debug for StatusSubscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatusSubscription")
-            .field("id", &self.id)
-            .finish()
-    }
 }

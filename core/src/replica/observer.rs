@@ -1,7 +1,9 @@
 //! Telling apps which documents changed, so UIs refresh exactly what they show.
 
 use crate::ids::DocId;
-use std::sync::{Arc, Mutex, Weak};
+pub use crate::observers::Subscription;
+use crate::observers::Registry;
+use std::sync::Arc;
 
 /// Where a change came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,67 +38,23 @@ impl<F: Fn(&[DocChange]) + Send + Sync> DocumentObserver for F {
     }
 }
 
-type Registry = Mutex<Vec<(u64, Arc<dyn DocumentObserver>)>>;
-
 /// The subscribers of one replica.
 #[derive(Default)]
 pub(crate) struct Observers {
-    registry: Arc<Registry>,
-    next_id: std::sync::atomic::AtomicU64,
+    registry: Registry<dyn DocumentObserver>,
 }
 
 impl Observers {
     pub(crate) fn subscribe(&self, observer: Arc<dyn DocumentObserver>) -> Subscription {
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        lock(&self.registry).push((id, observer));
-        Subscription {
-            id,
-            registry: Arc::downgrade(&self.registry),
-        }
+        self.registry.subscribe(observer)
     }
 
     pub(crate) fn notify(&self, changes: &[DocChange]) {
         if changes.is_empty() {
             return;
         }
-        // Call outside the lock so an observer may subscribe or unsubscribe.
-        let observers: Vec<_> = lock(&self.registry)
-            .iter()
-            .map(|(_, o)| Arc::clone(o))
-            .collect();
-        for o in observers {
+        for o in self.registry.observers() {
             o.documents_changed(changes);
         }
-    }
-}
-
-fn lock(registry: &Registry) -> std::sync::MutexGuard<'_, Vec<(u64, Arc<dyn DocumentObserver>)>> {
-    registry
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Keeps a subscription alive; dropping it unsubscribes.
-#[must_use = "dropping the subscription unsubscribes at once"]
-pub struct Subscription {
-    id: u64,
-    registry: Weak<Registry>,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        if let Some(registry) = self.registry.upgrade() {
-            lock(&registry).retain(|(id, _)| *id != self.id);
-        }
-    }
-}
-
-impl std::fmt::Debug for Subscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription")
-            .field("id", &self.id)
-            .finish()
     }
 }
