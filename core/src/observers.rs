@@ -40,7 +40,10 @@ impl<T: ?Sized + Send + Sync + 'static> Registry<T> {
 
     /// The current observers, to call outside the lock.
     pub(crate) fn observers(&self) -> Vec<Arc<T>> {
-        lock(&self.list).iter().map(|(_, o)| Arc::clone(o)).collect()
+        lock(&self.list)
+            .iter()
+            .map(|(_, o)| Arc::clone(o))
+            .collect()
     }
 }
 
@@ -74,7 +77,9 @@ impl Drop for Subscription {
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription").field("id", &self.id).finish()
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .finish()
     }
 }
 

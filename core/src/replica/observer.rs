@@ -1,8 +1,8 @@
 //! Telling apps which documents changed, so UIs refresh exactly what they show.
 
 use crate::ids::DocId;
-pub use crate::observers::Subscription;
 use crate::observers::Registry;
+pub use crate::observers::Subscription;
 use std::sync::Arc;
 
 /// Where a change came from.
