@@ -1015,6 +1015,23 @@ impl Sim {
             }
             self.pump()
                 .map_err(|e| format!("healing round {round}: {e}"))?;
+            // Time passes on a quiet network: the relay's tick revives any stalled
+            // exchange (its liveness backstop), as it does every 2 s in production.
+            for _ in 0..3 {
+                let busy = self
+                    .devices
+                    .iter()
+                    .any(|d| d.link.as_ref().is_some_and(|l| !l.session.is_idle()));
+                if !busy {
+                    break;
+                }
+                let now = self.clock.fetch_add(5_000, Ordering::SeqCst) + 5_000;
+                if let Some(relay) = self.relay() {
+                    relay.tick(now);
+                }
+                self.pump()
+                    .map_err(|e| format!("healing round {round}: {e}"))?;
+            }
             for d in &self.devices {
                 let link = d.link.as_ref().ok_or_else(|| {
                     format!(

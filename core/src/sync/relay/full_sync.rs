@@ -12,6 +12,10 @@ use crate::sync::relay_docs::{self, Refused};
 use automerge::sync::{self as am_sync, SyncDoc};
 use std::collections::{BTreeSet, HashMap};
 
+/// How long a full sync may go without a word from the device before the relay
+/// offers its unsettled documents again.
+const STALL_MS: i64 = 2_000;
+
 /// Per-document sync with one device (the fallback when its cursor is unusable).
 #[derive(Default)]
 pub(super) struct DocSyncs {
@@ -260,6 +264,47 @@ impl<S: LogStore> Relay<S> {
         }
         self.finish_full_sync_if_done(conn);
         Ok(())
+    }
+
+    /// A liveness backstop: a full sync whose device has been silent for a while
+    /// with documents still unsettled gets those documents offered again (with our
+    /// heads, even if Automerge thinks it already said so), so a lost turn in an
+    /// exchange cannot leave the device without `DocSyncComplete` for good.
+    pub(super) fn revive_stalled_full_syncs(&mut self, now_ms: i64) -> Vec<ConnId> {
+        let stalled: Vec<(ConnId, Vec<String>)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .filter_map(|(conn, c)| {
+                let p = c.peer.as_ref()?;
+                let quiet = now_ms - p.last_heard_ms >= STALL_MS;
+                (p.docs.running && quiet && !p.docs.unsettled.is_empty())
+                    .then(|| (*conn, p.docs.unsettled.iter().cloned().collect()))
+            })
+            .collect();
+        let mut woken = Vec::new();
+        for (conn, docs) in stalled {
+            tracing::info!(
+                conn,
+                documents = docs.len(),
+                "full sync stalled; offering its documents again"
+            );
+            for doc_id in docs {
+                if let Some(state) = self
+                    .peer_mut(conn)
+                    .and_then(|p| p.docs.states.get_mut(&doc_id))
+                {
+                    state.in_flight = false;
+                    state.last_sent_heads.clear();
+                }
+                self.nudge_doc_sync(conn, &doc_id);
+            }
+            if let Some(peer) = self.peer_mut(conn) {
+                peer.last_heard_ms = now_ms;
+            }
+            woken.push(conn);
+        }
+        woken
     }
 
     pub(super) fn finish_full_sync_if_done(&mut self, conn: ConnId) {

@@ -60,6 +60,8 @@ struct Peer {
     principal: String,
     /// When its credential expires (ms since the epoch).
     expires_ms: i64,
+    /// When the relay last heard from it (ms since the epoch).
+    last_heard_ms: i64,
     /// The log has been sent up to here (the device's cursor once it applies it).
     sent_through: u64,
     /// Still paging through the log from an old cursor; pushes wait until caught up.
@@ -175,7 +177,7 @@ impl<S: LogStore> Relay<S> {
                 Some((*conn, p.identity.device_id.clone(), p.expires_ms))
             })
             .collect();
-        let mut ended = Vec::new();
+        let mut ended = self.revive_stalled_full_syncs(now_ms);
         for (conn, device, expires_ms) in open {
             let revoked = match self.store.is_revoked(&device) {
                 Ok(revoked) => revoked,
@@ -247,7 +249,10 @@ impl<S: LogStore> Relay<S> {
             return Vec::new();
         }
         let mut woken = vec![conn];
-        let result = if c.peer.is_none() {
+        if let Some(peer) = self.peer_mut(conn) {
+            peer.last_heard_ms = now_ms;
+        }
+        let result = if self.conns.get(&conn).is_some_and(|c| c.peer.is_none()) {
             self.on_hello(conn, message, now_ms)
         } else {
             match message {
@@ -304,6 +309,7 @@ impl<S: LogStore> Relay<S> {
             identity,
             principal,
             expires_ms,
+            last_heard_ms: now_ms,
             sent_through: resume_from.unwrap_or(head),
             catching_up: resume_from.is_some(),
             docs: DocSyncs::default(),
