@@ -165,8 +165,9 @@ impl<S: LogStore> Relay<S> {
     }
 
     /// Time passes: end sessions whose credential expired or was revoked since
-    /// they connected (`waybill revoke` writes to the store from another process).
-    /// Drivers call this every few seconds. Returns the connections told so.
+    /// they connected (`waybill revoke` writes to the store from another process),
+    /// and revive full syncs whose device has gone quiet. Drivers call this every
+    /// few seconds. Returns the connections with something to send.
     pub fn tick(&mut self, now_ms: i64) -> Vec<ConnId> {
         let open: Vec<(ConnId, String, i64)> = self
             .conns
@@ -233,8 +234,10 @@ impl<S: LogStore> Relay<S> {
             self.fail(
                 conn,
                 ErrorCode::Internal,
-                "the relay cannot read its log".into(),
+                "the relay cannot read its log; reconnect later".into(),
             );
+            // Not retried on this connection: the device reconnects and resumes.
+            self.close(conn);
         }
         self.conns.get_mut(&conn)?.out.pop_front()
     }
