@@ -4,4 +4,5 @@ pub mod cli;
 pub mod enroll;
 pub mod keys;
 pub mod log_store;
+pub mod pg_log_store;
 pub mod service;
