@@ -3,7 +3,7 @@
 
 use super::log_store::{LogStore, LogStoreError};
 use crate::ids::DocId;
-use crate::model::document;
+use crate::model::{Document, document};
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use lru::LruCache;
 use std::num::NonZeroUsize;
@@ -15,6 +15,16 @@ pub(crate) struct Applied {
     pub(crate) applied: Vec<Change>,
     /// New changes still waiting for dependencies.
     pub(crate) waiting: Vec<Change>,
+    /// The document's typed value afterwards (None while it waits for changes).
+    pub(crate) after: Option<Document>,
+}
+
+/// A working copy changed by the batch being checked, with its typed value read once
+/// (the rules, the facts they ask for and the audiences all use it).
+pub(crate) struct Staged {
+    pub(crate) id: String,
+    pub(crate) doc: Automerge,
+    pub(crate) typed: Option<Document>,
 }
 
 /// Why a batch of changes to a document was refused.
@@ -89,14 +99,18 @@ pub(crate) fn apply_checked(
     let hashes: Vec<ChangeHash> = changes.iter().map(Change::hash).collect();
     crate::changes::apply(doc, changes.clone()).map_err(|e| Refused::Corrupt(e.to_string()))?;
     let applied = new_since(doc, &heads_before);
-    check_readable(doc, doc_id)?;
+    let after = readable(doc, doc_id)?;
     let waiting = changes
         .into_iter()
         .zip(hashes)
         .filter(|(_, h)| doc.get_change_by_hash(h).is_none())
         .map(|(c, _)| c)
         .collect();
-    Ok(Applied { applied, waiting })
+    Ok(Applied {
+        applied,
+        waiting,
+        after,
+    })
 }
 
 /// Changes of `doc` that are not ancestors of `heads_before`, in causal order.
@@ -107,13 +121,14 @@ pub(crate) fn new_since(doc: &Automerge, heads_before: &[ChangeHash]) -> Vec<Cha
     doc.get_changes(heads_before)
 }
 
-/// A document with every dependency present must read as its kind; one still
-/// waiting for changes (or not created yet) cannot be judged and is let through.
-pub(crate) fn check_readable(doc: &Automerge, doc_id: &DocId) -> Result<(), Refused> {
+/// A document with every dependency present must read as its kind (its typed value
+/// is returned); one still waiting for changes (or not created yet) cannot be
+/// judged and is let through as `None`.
+pub(crate) fn readable(doc: &Automerge, doc_id: &DocId) -> Result<Option<Document>, Refused> {
     if doc.get_heads().is_empty() || !doc.get_missing_deps(&[]).is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     document::read(doc_id, doc)
-        .map(|_| ())
+        .map(Some)
         .map_err(|e| Refused::Invalid(e.to_string()))
 }

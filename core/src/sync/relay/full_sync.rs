@@ -8,7 +8,7 @@ use crate::ids::DocId;
 use crate::protocol::{DocSync, DocSyncComplete, ErrorCode, Message, Unshare, WireError};
 use crate::sync::audience;
 use crate::sync::log_store::LogStore;
-use crate::sync::relay_docs::{self, Refused};
+use crate::sync::relay_docs::{self, Refused, Staged};
 use automerge::sync::{self as am_sync, SyncDoc};
 use std::collections::{BTreeSet, HashMap};
 
@@ -158,19 +158,22 @@ impl<S: LogStore> Relay<S> {
             doc.receive_sync_message(&mut state, message)
         }));
         let mut outcome = Ingest::default();
+        let mut typed_after = None;
         let failed = match received {
             Ok(Ok(())) => {
                 let new = relay_docs::new_since(&doc, &heads_before);
-                let checked = relay_docs::check_readable(&doc, &id).and_then(|()| {
-                    match typed_of(&sync.doc_id, &doc) {
+                let checked = relay_docs::readable(&doc, &id).and_then(|after| {
+                    match &after {
                         Some(after) if !new.is_empty() => self
-                            .check_effect(&identity, before.as_ref(), &after, &[])
+                            .check_effect(&identity, before.as_ref(), after, &[])
                             .map_err(Refused::Forbidden),
                         _ => Ok(()),
                     }
+                    .map(|()| after)
                 });
                 match checked {
-                    Ok(()) => {
+                    Ok(after) => {
+                        typed_after = after;
                         for change in new {
                             let hash = change.hash().0.to_vec();
                             if self.store.contains(&hash)? {
@@ -233,7 +236,11 @@ impl<S: LogStore> Relay<S> {
             let reply = doc.generate_sync_message(&mut state);
             let heads = doc.get_heads();
             let own = std::mem::take(&mut outcome.own);
-            let staged = vec![(sync.doc_id.clone(), doc)];
+            let staged = vec![Staged {
+                id: sync.doc_id.clone(),
+                doc,
+                typed: typed_after,
+            }];
             let (audience, view) = if outcome.batch.log.is_empty() {
                 Default::default()
             } else {

@@ -7,7 +7,7 @@ use crate::identity::DeviceIdentity;
 use crate::ids::DocId;
 use crate::protocol::{ErrorCode, LogEntry, Message, Refusal, Upload, UploadAck, UploadChange};
 use crate::sync::log_store::{IngestBatch, LogStore, QuarantinedChange, StoredChange};
-use crate::sync::relay_docs::{self, Refused};
+use crate::sync::relay_docs::{self, Refused, Staged};
 use std::collections::{HashMap, HashSet};
 
 impl<S: LogStore> Relay<S> {
@@ -35,8 +35,8 @@ impl<S: LogStore> Relay<S> {
         let (audience, view) = match self.audiences_after(&outcome.docs) {
             Ok(found) => found,
             Err(e) => {
-                for (id, _) in &outcome.docs {
-                    self.docs.evict(id);
+                for staged in &outcome.docs {
+                    self.docs.evict(&staged.id);
                 }
                 return Err(e);
             }
@@ -121,9 +121,9 @@ impl<S: LogStore> Relay<S> {
         let hashes: Vec<Vec<u8>> = fresh.iter().map(|c| c.hash().0.to_vec()).collect();
         let checked = if self.may_touch(author.principal, doc_id, exists)? {
             relay_docs::apply_checked(&mut doc, &id, fresh.clone()).and_then(|applied| {
-                match typed_of(doc_id, &doc) {
+                match &applied.after {
                     Some(after) => self
-                        .check_effect(author.identity, before.as_ref(), &after, &out.docs)
+                        .check_effect(author.identity, before.as_ref(), after, &out.docs)
                         .map(|()| applied)
                         .map_err(Refused::Forbidden),
                     // Still waiting for changes: judged once they arrive.
@@ -153,7 +153,11 @@ impl<S: LogStore> Relay<S> {
                     out.batch.waiting.push(stored(doc_id, &change, device));
                 }
                 out.accepted.extend(hashes);
-                out.docs.push((doc_id.to_owned(), doc));
+                out.docs.push(Staged {
+                    id: doc_id.to_owned(),
+                    doc,
+                    typed: applied.after,
+                });
             }
             Err(refused) => {
                 // The working copy holds the refused changes: rebuild it from the store.
@@ -200,12 +204,12 @@ impl<S: LogStore> Relay<S> {
     pub(super) fn commit(
         &mut self,
         batch: IngestBatch,
-        docs: Vec<(String, automerge::Automerge)>,
+        docs: Vec<Staged>,
         own: &HashMap<Vec<u8>, bool>,
     ) -> Result<Vec<(LogEntry, bool)>, Failure> {
         if batch.is_empty() {
-            for (id, doc) in docs {
-                self.docs.put(id, doc);
+            for staged in docs {
+                self.docs.put(staged.id, staged.doc);
             }
             return Ok(Vec::new());
         }
@@ -213,14 +217,14 @@ impl<S: LogStore> Relay<S> {
             Ok(seqs) => seqs,
             Err(e) => {
                 // Nothing was stored: the working copies are ahead of the store.
-                for (id, _) in docs {
-                    self.docs.evict(&id);
+                for staged in docs {
+                    self.docs.evict(&staged.id);
                 }
                 return Err(e.into());
             }
         };
-        for (id, doc) in docs {
-            self.docs.put(id, doc);
+        for staged in docs {
+            self.docs.put(staged.id, staged.doc);
         }
         Ok(batch
             .log
@@ -252,7 +256,7 @@ pub(super) struct Author<'a> {
 #[derive(Default)]
 pub(super) struct Ingest {
     pub(super) batch: IngestBatch,
-    pub(super) docs: Vec<(String, automerge::Automerge)>,
+    pub(super) docs: Vec<Staged>,
     /// Log entries to be, by hash: whether the uploading device made them.
     pub(super) own: HashMap<Vec<u8>, bool>,
     pub(super) accepted: Vec<Vec<u8>>,

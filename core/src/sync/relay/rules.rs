@@ -10,6 +10,7 @@ use crate::model::effect::{self, Facts};
 use crate::model::{Document, document};
 use crate::sync::audience;
 use crate::sync::log_store::{AudienceUpdate, LogStore};
+use crate::sync::relay_docs::Staged;
 use automerge::Automerge;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -19,13 +20,13 @@ use std::collections::{BTreeSet, HashMap};
 /// looked up among the staged working copies first.
 struct RelayFacts<'r, S: LogStore> {
     relay: RefCell<&'r mut Relay<S>>,
-    staged: &'r [(String, Automerge)],
+    staged: &'r [Staged],
 }
 
 impl<S: LogStore> RelayFacts<'_, S> {
     fn lookup(&self, doc_id: &str) -> Option<Document> {
-        match self.staged.iter().find(|(id, _)| id == doc_id) {
-            Some((id, doc)) => typed_of(id, doc),
+        match self.staged.iter().find(|s| s.id == doc_id) {
+            Some(staged) => staged.typed.clone(),
             None => self.relay.borrow_mut().typed(doc_id).ok().flatten(),
         }
     }
@@ -77,7 +78,7 @@ impl<S: LogStore> Relay<S> {
         identity: &DeviceIdentity,
         before: Option<&Document>,
         after: &Document,
-        staged: &[(String, Automerge)],
+        staged: &[Staged],
     ) -> Result<(), String> {
         let facts = RelayFacts {
             relay: RefCell::new(self),
@@ -90,11 +91,11 @@ impl<S: LogStore> Relay<S> {
     /// the order of every delivery it changed (its couriers live in the deliveries).
     pub(super) fn audiences_after(
         &mut self,
-        staged: &[(String, Automerge)],
+        staged: &[Staged],
     ) -> Result<(Vec<AudienceUpdate>, ViewDelta), Failure> {
         let typed: Vec<(String, Document)> = staged
             .iter()
-            .filter_map(|(id, doc)| typed_of(id, doc).map(|t| (id.clone(), t)))
+            .filter_map(|s| s.typed.clone().map(|t| (s.id.clone(), t)))
             .collect();
         let mut known: HashMap<String, Option<String>> = HashMap::new();
         let mut orders: BTreeSet<String> = BTreeSet::new();
