@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod loopback;
+
 use waybill_core::credential::{CredentialBody, CredentialIssuer};
 use waybill_core::model::NewOrder;
 use waybill_core::protocol::{self, Message};

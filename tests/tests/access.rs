@@ -12,110 +12,27 @@ use automerge::{Automerge, ChangeHash, ROOT, ReadDoc};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use waybill_core::credential::Credential;
 use waybill_core::model::{EventDetails, NewDelivery, NewLedgerEntry, PaymentMethod};
-use waybill_core::net::{ConnectionState, SyncClient, SyncOptions, SyncReport, sync_once, tls};
+use waybill_core::net::{ConnectionState, SyncClient, SyncOptions, SyncReport, tls};
 use waybill_core::protocol::{
     self, DEFAULT_MAX_FRAME, ErrorCode, FrameDecoder, Hello, MAGIC, Message, PROTOCOL_VERSION,
     Refusal, Upload, UploadChange,
 };
-use waybill_core::replica::{ChangeOrigin, DocChange, Replica, ReplicaOptions, Subscription};
+use waybill_core::replica::{ChangeOrigin, DocChange, Replica, Subscription};
 use waybill_core::store::query::{DeliveryQuery, OrderQuery};
 use waybill_core::sync::{ClientConfig, ClientSession, LogStore};
 use waybill_core::{DocId, Role};
-use waybill_server::enroll::{EnrollRequest, enroll};
-use waybill_server::keys::RelayKeys;
 use waybill_server::log_store::SqliteLogStore;
 use waybill_server::service::{RunningRelay, ServeOptions, start};
+use waybill_tests::loopback::{
+    HOUR_MS, credential, credential_from, eventually, now_ms, relay, replica, sync,
+};
 use waybill_tests::order;
 
-const HOUR_MS: i64 = 3_600_000;
-const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a bounded wait polls before it gives up.
 const WAIT: Duration = Duration::from_secs(20);
-
-// ---------------------------------------------------------------------------------
-// Helpers (as in quic.rs)
-// ---------------------------------------------------------------------------------
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-async fn relay() -> (tempfile::TempDir, RunningRelay) {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = start(ServeOptions::new(
-        dir.path(),
-        "127.0.0.1:0".parse().unwrap(),
-    ))
-    .await
-    .unwrap();
-    (dir, relay)
-}
-
-/// A credential signed with `keys`, as `waybill enroll` issues it, valid for an hour
-/// from `issued_ms`.
-fn credential_from(
-    keys: &RelayKeys,
-    relay: &RunningRelay,
-    device: &str,
-    role: Role,
-    id: &str,
-    issued_ms: i64,
-) -> Credential {
-    let (courier, store) = match role {
-        Role::Courier => (Some(id.to_owned()), None),
-        Role::Store => (None, Some(id.to_owned())),
-        Role::Dispatcher => (None, None),
-    };
-    let request = EnrollRequest {
-        role,
-        courier,
-        store,
-        device_id: Some(device.to_owned()),
-        relay_addr: relay.local_addr.to_string(),
-        valid_for_ms: HOUR_MS,
-        now_ms: issued_ms,
-    };
-    enroll(keys, &request).unwrap()
-}
-
-fn credential(relay: &RunningRelay, device: &str, role: Role, id: &str) -> Credential {
-    credential_from(&relay.keys, relay, device, role, id, now_ms())
-}
-
-fn replica(credential: &Credential) -> Arc<Replica> {
-    Arc::new(
-        Replica::open_in_memory(credential.body.identity(), ReplicaOptions::default()).unwrap(),
-    )
-}
-
-async fn sync(replica: &Arc<Replica>, credential: &Credential) -> SyncReport {
-    sync_once(
-        Arc::clone(replica),
-        credential,
-        &SyncOptions::default(),
-        SYNC_TIMEOUT,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("sync of {} failed: {e}", credential.body.device_id))
-}
-
-/// Poll `check` until it holds or `limit` passes.
-async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let until = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < until {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
-}
 
 fn ids(docs: &[&DocId]) -> BTreeSet<String> {
     docs.iter().map(|d| d.to_string()).collect()

@@ -4,90 +4,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use waybill_core::credential::{Credential, CredentialIssuer};
 use waybill_core::model::{EventDetails, NewDelivery, NewLedgerEntry, PaymentMethod};
 use waybill_core::net::tls::TlsError;
 use waybill_core::net::{
-    ConnectionState, NetError, SyncClient, SyncOptions, SyncReport, SyncStatus, sync_once,
+    ConnectionState, NetError, SyncClient, SyncOptions, SyncStatus, sync_once,
 };
 use waybill_core::protocol::ErrorCode;
-use waybill_core::replica::{Replica, ReplicaOptions};
+use waybill_core::replica::Replica;
 use waybill_core::sync::LogStore;
 use waybill_core::{DocId, Role};
-use waybill_server::enroll::{EnrollRequest, enroll};
-use waybill_server::keys::{self, RelayKeys};
+use waybill_server::keys::{self};
 use waybill_server::log_store::SqliteLogStore;
-use waybill_server::service::{RunningRelay, ServeOptions, start};
+use waybill_server::service::{ServeOptions, start};
+use waybill_tests::loopback::{
+    HOUR_MS, SYNC_TIMEOUT, credential, credential_from, eventually, now_ms, relay, replica, sync,
+};
 use waybill_tests::order;
-
-const HOUR_MS: i64 = 3_600_000;
-const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-async fn relay() -> (tempfile::TempDir, RunningRelay) {
-    let dir = tempfile::tempdir().unwrap();
-    let relay = start(ServeOptions::new(
-        dir.path(),
-        "127.0.0.1:0".parse().unwrap(),
-    ))
-    .await
-    .unwrap();
-    (dir, relay)
-}
-
-/// A credential signed with `keys`, as `waybill enroll` issues it.
-fn credential_from(
-    keys: &RelayKeys,
-    relay: &RunningRelay,
-    device: &str,
-    role: Role,
-    id: &str,
-    issued_ms: i64,
-) -> Credential {
-    let (courier, store) = match role {
-        Role::Courier => (Some(id.to_owned()), None),
-        Role::Store => (None, Some(id.to_owned())),
-        Role::Dispatcher => (None, None),
-    };
-    let request = EnrollRequest {
-        role,
-        courier,
-        store,
-        device_id: Some(device.to_owned()),
-        relay_addr: relay.local_addr.to_string(),
-        valid_for_ms: HOUR_MS,
-        now_ms: issued_ms,
-    };
-    enroll(keys, &request).unwrap()
-}
-
-fn credential(relay: &RunningRelay, device: &str, role: Role, id: &str) -> Credential {
-    credential_from(&relay.keys, relay, device, role, id, now_ms())
-}
-
-fn replica(credential: &Credential) -> Arc<Replica> {
-    Arc::new(
-        Replica::open_in_memory(credential.body.identity(), ReplicaOptions::default()).unwrap(),
-    )
-}
-
-async fn sync(replica: &Arc<Replica>, credential: &Credential) -> SyncReport {
-    sync_once(
-        Arc::clone(replica),
-        credential,
-        &SyncOptions::default(),
-        SYNC_TIMEOUT,
-    )
-    .await
-    .unwrap()
-}
 
 async fn sync_err(replica: &Arc<Replica>, credential: &Credential) -> NetError {
     sync_once(
@@ -114,18 +48,6 @@ fn snapshot(replica: &Replica) -> Vec<(String, Vec<String>, String)> {
             (id.to_string(), replica.heads(&id).unwrap(), status)
         })
         .collect()
-}
-
-/// Poll `check` until it holds or `limit` passes.
-async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let until = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < until {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
