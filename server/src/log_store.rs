@@ -631,7 +631,7 @@ fn write_audiences(tx: &Connection, updates: &[AudienceUpdate], seq: u64) -> Res
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use waybill_core::sync::log_store_conformance;
+    use waybill_core::sync::{log_store_conformance, log_store_reopen_conformance};
 
     fn change(doc: &str, n: u8, len: usize) -> StoredChange {
         StoredChange {
@@ -687,69 +687,7 @@ mod tests {
     fn reopening_keeps_data_and_the_stored_relay_id() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("relay.db");
-        let (a, b, w) = (
-            change("ord_a", 1, 10),
-            change("ord_b", 2, 20),
-            change("ord_a", 3, 5),
-        );
-        let refused = QuarantinedChange {
-            change: change("ord_c", 4, 3),
-            code: "Forbidden".to_owned(),
-            reason: "no grant".to_owned(),
-            at_ms: 7,
-        };
-        {
-            let mut store = SqliteLogStore::open(&path, "relay-eu").unwrap();
-            let batch = IngestBatch {
-                log: vec![a.clone(), b.clone()],
-                waiting: vec![w.clone()],
-                quarantine: vec![refused.clone()],
-                ..IngestBatch::default()
-            };
-            assert_eq!(store.commit(&batch).unwrap(), vec![1, 2]);
-            store.revoke("dev-lost").unwrap();
-        }
-        let mut store = SqliteLogStore::open(&path, "relay-other").unwrap();
-        assert_eq!(store.relay_id(), "relay-eu", "the stored relay id wins");
-        assert_eq!(store.head().unwrap(), 2);
-        assert_eq!(
-            store.read_log(0, 10, 1 << 20).unwrap(),
-            vec![
-                LogEntry {
-                    seq: 1,
-                    doc_id: a.doc_id.clone(),
-                    bytes: a.bytes.clone()
-                },
-                LogEntry {
-                    seq: 2,
-                    doc_id: b.doc_id.clone(),
-                    bytes: b.bytes.clone()
-                },
-            ]
-        );
-        assert_eq!(
-            store.doc_changes("ord_a").unwrap(),
-            vec![a.bytes.clone(), w.bytes.clone()]
-        );
-        assert_eq!(store.quarantined().unwrap(), vec![refused]);
-        assert!(store.is_revoked("dev-lost").unwrap());
-        assert_eq!(
-            store
-                .commit(&IngestBatch {
-                    log: vec![change("ord_d", 5, 1)],
-                    ..IngestBatch::default()
-                })
-                .unwrap(),
-            vec![3],
-            "the sequence continues after a reopen"
-        );
-        drop(store);
-        let store = SqliteLogStore::open(&path, "").unwrap();
-        assert_eq!(
-            store.relay_id(),
-            "relay-eu",
-            "an empty id opens an existing database"
-        );
+        log_store_reopen_conformance(|relay_id| SqliteLogStore::open(&path, relay_id).unwrap());
     }
 
     #[test]

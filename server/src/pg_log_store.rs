@@ -661,7 +661,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Instant;
-    use waybill_core::sync::log_store_conformance;
+    use waybill_core::sync::{log_store_conformance, log_store_reopen_conformance};
 
     const ENV: &str = "WAYBILL_TEST_POSTGRES";
 
@@ -758,65 +758,7 @@ mod tests {
     fn reopening_keeps_data_and_the_stored_relay_id() {
         let Some(server) = server() else { return };
         let schema = Schema::new(&server);
-        let (a, b, w) = (
-            change("ord_a", 1, 10),
-            change("ord_b", 2, 20),
-            change("ord_a", 3, 5),
-        );
-        let refused = QuarantinedChange {
-            change: change("ord_c", 4, 3),
-            code: "Forbidden".to_owned(),
-            reason: "no grant".to_owned(),
-            at_ms: 7,
-        };
-        {
-            let mut store = schema.open("relay-eu");
-            let batch = IngestBatch {
-                log: vec![a.clone(), b.clone()],
-                waiting: vec![w.clone()],
-                quarantine: vec![refused.clone()],
-                ..IngestBatch::default()
-            };
-            assert_eq!(store.commit(&batch).unwrap(), vec![1, 2]);
-            store.revoke("dev-lost").unwrap();
-        }
-        let mut store = schema.open("relay-other");
-        assert_eq!(store.relay_id(), "relay-eu", "the stored relay id wins");
-        assert_eq!(store.head().unwrap(), 2);
-        assert_eq!(
-            store.read_log(0, 10, 1 << 20).unwrap(),
-            vec![
-                LogEntry {
-                    seq: 1,
-                    doc_id: a.doc_id.clone(),
-                    bytes: a.bytes.clone()
-                },
-                LogEntry {
-                    seq: 2,
-                    doc_id: b.doc_id.clone(),
-                    bytes: b.bytes.clone()
-                },
-            ]
-        );
-        assert_eq!(
-            store.doc_changes("ord_a").unwrap(),
-            vec![a.bytes.clone(), w.bytes.clone()]
-        );
-        assert_eq!(store.quarantined().unwrap(), vec![refused]);
-        assert!(store.is_revoked("dev-lost").unwrap());
-        assert_eq!(
-            store
-                .commit(&log_batch(vec![change("ord_d", 5, 1)]))
-                .unwrap(),
-            vec![3],
-            "the sequence continues after a reopen"
-        );
-        drop(store);
-        assert_eq!(
-            schema.open("").relay_id(),
-            "relay-eu",
-            "an empty id opens an existing schema"
-        );
+        log_store_reopen_conformance(|relay_id| schema.open(relay_id));
     }
 
     #[test]

@@ -785,3 +785,51 @@ fn doc_log_lists_a_documents_entries<S: LogStore>(store: &mut S) {
     );
     assert!(ok(store.doc_log("ord_z"), "doc_log").is_empty());
 }
+
+/// What survives closing and reopening a store: `open(relay_id)` opens the same
+/// storage each time (a file, a database schema).
+pub(super) fn reopen<S: LogStore>(open: &mut impl FnMut(&str) -> S) {
+    let (a, b, w) = (
+        change("ord_a", 1, 10),
+        change("ord_b", 2, 20),
+        change("ord_a", 3, 5),
+    );
+    let refused = QuarantinedChange {
+        change: change("ord_c", 4, 3),
+        code: "Forbidden".to_owned(),
+        reason: "no grant".to_owned(),
+        at_ms: 7,
+    };
+    {
+        let mut store = open("relay-eu");
+        let batch = IngestBatch {
+            log: vec![a.clone(), b.clone()],
+            waiting: vec![w.clone()],
+            quarantine: vec![refused.clone()],
+            ..IngestBatch::default()
+        };
+        assert_eq!(commit(&mut store, &batch), vec![1, 2]);
+        ok(store.revoke("dev-lost"), "revoke");
+    }
+    let mut store = open("relay-other");
+    assert_eq!(store.relay_id(), "relay-eu", "the stored relay id wins");
+    assert_eq!(ok(store.head(), "head"), 2);
+    assert_eq!(read_all(&store), vec![entry(1, &a), entry(2, &b)]);
+    assert_eq!(
+        ok(store.doc_changes("ord_a"), "doc_changes"),
+        vec![a.bytes.clone(), w.bytes.clone()]
+    );
+    assert_eq!(ok(store.quarantined(), "quarantined"), vec![refused]);
+    assert!(ok(store.is_revoked("dev-lost"), "is_revoked"));
+    assert_eq!(
+        commit(&mut store, &log_batch(&[change("ord_d", 5, 1)])),
+        vec![3],
+        "the sequence continues after a reopen"
+    );
+    drop(store);
+    assert_eq!(
+        open("").relay_id(),
+        "relay-eu",
+        "an empty id opens an existing store"
+    );
+}

@@ -352,6 +352,12 @@ pub fn log_store_conformance<S: LogStore>(mut fresh: impl FnMut() -> S) {
     conformance::run(&mut fresh);
 }
 
+/// The reopen check every durable [`LogStore`] backend must pass: `open(relay_id)`
+/// opens the same storage each time it is called.
+pub fn log_store_reopen_conformance<S: LogStore>(mut open: impl FnMut(&str) -> S) {
+    conformance::reopen(&mut open);
+}
+
 #[path = "conformance.rs"]
 mod conformance;
 
