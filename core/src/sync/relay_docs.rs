@@ -81,11 +81,6 @@ impl RelayDocs {
     pub(crate) fn evict(&mut self, doc_id: &str) {
         self.cache.pop(doc_id);
     }
-
-    /// Number of cached documents.
-    pub(crate) fn cached(&self) -> usize {
-        self.cache.len()
-    }
 }
 
 /// Apply untrusted changes to a working copy and check the result still reads as a

@@ -114,16 +114,6 @@ impl<S: LogStore> Relay<S> {
         self.store
     }
 
-    /// Open connections.
-    pub fn connections(&self) -> usize {
-        self.conns.len()
-    }
-
-    /// Documents held decoded in memory.
-    pub fn cached_documents(&self) -> usize {
-        self.docs.cached()
-    }
-
     /// A device connected; it must send `Hello` first.
     pub fn connect(&mut self, conn: ConnId) {
         self.conns.insert(conn, Connection::default());
