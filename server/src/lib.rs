@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod enroll;
 pub mod keys;
+pub mod loadgen;
 pub mod log_store;
 pub mod pg_log_store;
 pub mod service;

@@ -52,6 +52,10 @@ pub(crate) struct Counters {
     pub bytes_received: u64,
     pub messages_sent: u64,
     pub messages_received: u64,
+    /// Automerge change bytes carried in `Upload`s written.
+    pub change_bytes_sent: u64,
+    /// Automerge change bytes carried in `Changes` read.
+    pub change_bytes_received: u64,
 }
 
 /// An open connection to the relay.
@@ -129,15 +133,24 @@ impl Link {
             .map_err(|e| self.lost(e.to_string()))?;
         self.counters.bytes_sent += frame.len() as u64;
         self.counters.messages_sent += 1;
+        if let Message::Upload(upload) = message {
+            self.counters.change_bytes_sent += upload
+                .changes
+                .iter()
+                .map(|c| c.bytes.len() as u64)
+                .sum::<u64>();
+        }
         Ok(())
     }
 
-    /// Write everything the session has queued.
-    pub(crate) async fn flush(&mut self, session: &mut ClientSession) -> Result<(), NetError> {
+    /// Write everything the session has queued; returns how many messages.
+    pub(crate) async fn flush(&mut self, session: &mut ClientSession) -> Result<u64, NetError> {
+        let mut written = 0;
         while let Some(message) = session.poll_transmit() {
             self.send(&message).await?;
+            written += 1;
         }
-        Ok(())
+        Ok(written)
     }
 
     /// The next thing the relay sent. Cancel-safe.
@@ -146,6 +159,13 @@ impl Link {
             Some(Inbound::Message(message, size)) => {
                 self.counters.bytes_received += size as u64;
                 self.counters.messages_received += 1;
+                if let Message::Changes(changes) = &message {
+                    self.counters.change_bytes_received += changes
+                        .entries
+                        .iter()
+                        .map(|e| e.bytes.len() as u64)
+                        .sum::<u64>();
+                }
                 Inbound::Message(message, size)
             }
             Some(other) => other,

@@ -27,6 +27,14 @@ pub struct SyncReport {
     pub messages_sent: u64,
     /// Messages read.
     pub messages_received: u64,
+    /// Round trips after the handshake: times the device wrote messages (an
+    /// upload, a sync reply) and then waited for the relay again. Pages the relay
+    /// streams without being asked do not count.
+    pub round_trips: u64,
+    /// Automerge change bytes uploaded (inside `Upload` frames).
+    pub change_bytes_sent: u64,
+    /// Automerge change bytes received (inside `Changes` frames).
+    pub change_bytes_received: u64,
     /// The relay log position this device has now applied.
     pub cursor: u64,
     /// Whether the relay could not resume the device's cursor and ran a
@@ -119,7 +127,10 @@ async fn exchange(
                 }));
             }
         }
-        link.flush(session).await.map_err(Failure::Net)?;
+        let written = link.flush(session).await.map_err(Failure::Net)?;
+        if written > 0 && session.progress().connected {
+            report.round_trips += 1;
+        }
     }
     Ok(())
 }
@@ -133,6 +144,8 @@ fn fill_counts(report: &mut SyncReport, link: &Link, session: &ClientSession) {
     report.bytes_received = link.counters.bytes_received;
     report.messages_sent = link.counters.messages_sent;
     report.messages_received = link.counters.messages_received;
+    report.change_bytes_sent = link.counters.change_bytes_sent;
+    report.change_bytes_received = link.counters.change_bytes_received;
 }
 
 pub(crate) fn sync_failure(link: &Link, source: SyncError) -> Failure {

@@ -9,6 +9,7 @@
 //! Usage mistakes are clap's, with exit code 2.
 
 mod admin;
+mod bench;
 mod device;
 mod device_args;
 mod output;
@@ -27,6 +28,7 @@ use waybill_core::net::NetError;
 use waybill_core::sync::LogStoreError;
 
 pub use admin::{EnrollArgs, QuarantineCommand, RevokeArgs, RoleArg};
+pub use bench::{BenchArgs, BenchCommand, BenchDeviceArgs, BenchRunArgs};
 pub use device_args::{
     DeviceAction, DeviceArgs, DeviceCommand, MethodArg, OrderCommand, ShowDeliveryCommand,
 };
@@ -58,6 +60,9 @@ pub enum Command {
     },
     /// Act as a device on a local store file (orders, deliveries, sync).
     Device(DeviceArgs),
+    /// Load generator: simulated devices over QUIC against a relay, printing
+    /// figures (BENCHMARKS.md; `bench/run.sh` compares them with automerge-repo).
+    Bench(BenchArgs),
 }
 
 impl Cli {
@@ -69,6 +74,7 @@ impl Cli {
         match self.command {
             Command::Serve(_) => "info",
             Command::Device(_) => "error",
+            Command::Bench(_) => "warn",
             _ => "warn",
         }
     }
@@ -162,6 +168,9 @@ pub enum CliError {
     /// Syncing with the relay failed.
     #[error(transparent)]
     Sync(#[from] NetError),
+    /// A benchmark could not run or its checks failed.
+    #[error(transparent)]
+    Bench(#[from] crate::loadgen::LoadError),
     /// The relay could not start or stopped with an error (the whole chain of
     /// causes, outermost first).
     #[error("{0:#}")]
@@ -186,6 +195,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Revoke(args) => admin::revoke(&args, out),
         Command::Quarantine { command } => admin::quarantine(&command, out),
         Command::Device(args) => device::run(args, out),
+        Command::Bench(args) => bench::run(args, out),
     }
 }
 

@@ -1,0 +1,328 @@
+// The automerge-repo side of `bench/run.sh`: a sync server (automerge-repo with its
+// websocket server adapter and node-fs storage) and the clients that run the same
+// scenarios as `waybill bench`. One role per process:
+//
+//   node peer.mjs server    --port P --control C --dir D     the sync server
+//   node peer.mjs seed      --dir D --docs N --out urls.json  orders written to D
+//   node peer.mjs initial   --port P --dir D --urls F         fresh client syncs all
+//   node peer.mjs reconnect --port P --dir D --urls F ...     restarted client, offline edits
+//   node peer.mjs ingest    --port P --control C ...          many writers
+//   node peer.mjs fanout    --port P --control C ...          one change, many clients
+//   node peer.mjs idle      --port P --control C --counts ... idle connections
+//
+// Clients print one JSON object on stdout. `run.mjs` starts them and turns their
+// output into figures.
+import * as A from "@automerge/automerge"
+import { Repo, cbor } from "@automerge/automerge-repo"
+import {
+  WebSocketClientAdapter,
+  WebSocketServerAdapter,
+} from "@automerge/automerge-repo-network-websocket"
+import { NodeFSStorageAdapter } from "@automerge/automerge-repo-storage-nodefs"
+import { WebSocketServer, WebSocket } from "ws"
+import fs from "node:fs"
+import http from "node:http"
+
+const args = parseArgs(process.argv.slice(3))
+const role = process.argv[2]
+
+function parseArgs(list) {
+  const out = {}
+  for (let i = 0; i < list.length; i += 2) out[list[i].replace(/^--/, "")] = list[i + 1]
+  return out
+}
+const int = (name, fallback) => (args[name] === undefined ? fallback : Number(args[name]))
+const sleep = ms => new Promise(r => setTimeout(r, ms))
+const now = () => performance.now()
+
+export function memory() {
+  const text = fs.readFileSync("/proc/self/status", "utf8")
+  const field = name => Number((text.match(new RegExp(`^${name}:\\s+(\\d+)`, "m")) || [0, 0])[1])
+  return { rss_kib: field("VmRSS"), hwm_kib: field("VmHWM") }
+}
+
+// ---- documents: the same order as Waybill's (SCHEMA.md §4), same edits ----
+
+const FIRST = ["Leila", "Reza", "Sara", "Omid", "Maryam", "Kian", "Nika", "Arash"]
+const LAST = ["Karimi", "Ahmadi", "Hosseini", "Rahimi", "Moradi", "Jafari", "Sadeghi", "Tehrani"]
+const PRODUCTS = ["Black tea 500 g", "Basmati rice 5 kg", "Saffron 2 g", "Pistachios 1 kg", "Dates 600 g", "Olive oil 1 l"]
+const CHANNELS = ["web", "app", "pos", "call_centre"]
+let counter = 0
+const hex = n => Array.from({ length: n }, () => Math.floor(Math.random() * 16).toString(16)).join("")
+const id = prefix => `${prefix}${Date.now().toString(16).padStart(12, "0")}${hex(20)}`
+const at = () => ({ wall_ms: Date.now(), counter: counter++ % 1000 })
+
+function order(store, i, actor) {
+  const rand = seeded(i ^ 0x57415942)
+  const lines = [0, 1, 2].map(() => {
+    const p = rand(PRODUCTS.length)
+    return { id: id("ln_"), sku: `SKU-${String(p).padStart(3, "0")}-${String(rand(20)).padStart(2, "0")}`,
+      name: PRODUCTS[p], qty: 1 + rand(4), unit_price: 100000 * (1 + rand(39)) }
+  })
+  const placed = event("placed", actor, [])
+  return {
+    schema_version: 1, type: "order", id: id("ord_"),
+    number: `${store}-${String(i).padStart(6, "0")}`, channel: CHANNELS[i % 4], store,
+    customer: { id: `c-${rand(5000)}`, name: `${FIRST[rand(8)]} ${LAST[rand(8)]}`,
+      phone: `+98 912 ${String(rand(1000)).padStart(3, "0")} ${String(rand(10000)).padStart(4, "0")}`,
+      address: `${1 + rand(399)} Vali-Asr St, Tehran` },
+    currency: "IRR", fulfilment: "delivery", lines, deliveries: [], payments: [], returns: [],
+    notes: "Ring twice; leave with the doorman.\n", events: [placed],
+    created_at: placed.at, created_by: actor,
+  }
+}
+function event(kind, actor, after) {
+  return { id: id("ev_"), kind, actor, at: at(), after, location: null, note: null, resolution: null, courier: null }
+}
+function seeded(seed) {
+  let s = seed >>> 0 || 1
+  return n => { s = (s * 1664525 + 1013904223) >>> 0; return s % n }
+}
+// One status event, as one change: the new event follows the last one.
+function recordEvent(handle, kind, actor) {
+  handle.change(d => {
+    const last = d.events[d.events.length - 1]
+    d.events.push(event(kind, actor, [last.id]))
+  })
+}
+// One note appended to the notes text, as one change.
+function addNote(handle, text) {
+  handle.change(d => { A.splice(d, ["notes"], d.notes.length, 0, text + "\n") })
+}
+const heads = handle => A.getHeads(handle.doc())
+const docId = url => url.replace(/^automerge:/, "")
+const sameHeads = (a, b) => a.length === b.length && [...a].sort().join() === [...b].sort().join()
+
+// ---- the server ----
+
+async function server() {
+  const traffic = { in: { bytes: 0, messages: 0 }, out: { bytes: 0, messages: 0 } }
+  const wss = new WebSocketServer({ port: int("port"), host: "127.0.0.1" })
+  // Count frames before the adapter's own listener sees them.
+  wss.on("connection", socket => {
+    socket.on("message", data => { traffic.in.bytes += data.length; traffic.in.messages++ })
+    const send = socket.send.bind(socket)
+    socket.send = (data, ...rest) => { traffic.out.bytes += data.byteLength ?? data.length; traffic.out.messages++; return send(data, ...rest) }
+  })
+  const repo = new Repo({
+    network: [new WebSocketServerAdapter(wss)],
+    storage: new NodeFSStorageAdapter(args.dir),
+    peerId: `sync-server-${process.pid}`,
+    // The usual sync-server setting: answer requests, do not announce documents.
+    sharePolicy: async () => false,
+  })
+  const body = req => new Promise(resolve => {
+    let s = ""; req.on("data", c => (s += c)); req.on("end", () => resolve(s ? JSON.parse(s) : {}))
+  })
+  http.createServer(async (req, res) => {
+    const reply = obj => { res.writeHead(200, { "content-type": "application/json" }); res.end(JSON.stringify(obj)) }
+    try {
+      if (req.url === "/memory") return reply(memory())
+      if (req.url === "/reset-peak") { fs.writeFileSync("/proc/self/clear_refs", "5"); return reply({}) }
+      if (req.url === "/traffic") return reply(traffic)
+      if (req.url === "/traffic/reset") { traffic.in = { bytes: 0, messages: 0 }; traffic.out = { bytes: 0, messages: 0 }; return reply({}) }
+      if (req.url === "/change") {
+        // Server-side edits (the "relay side" of the reconnect scenario).
+        const { urls, kind } = await body(req)
+        const out = {}
+        for (const url of urls) {
+          const handle = await repo.find(url)
+          recordEvent(handle, kind, "server")
+          out[url] = heads(handle)
+        }
+        await repo.flush()
+        return reply(out)
+      }
+      if (req.url === "/await") {
+        // Resolve once the server holds exactly these heads for every document.
+        const { docs, timeout_ms } = await body(req)
+        const until = now() + (timeout_ms ?? 600000)
+        const pending = new Map(Object.entries(docs))
+        while (pending.size > 0 && now() < until) {
+          for (const [url, want] of pending) {
+            const handle = repo.handles[docId(url)]
+            if (handle && handle.isReady() && sameHeads(heads(handle), want)) pending.delete(url)
+          }
+          if (pending.size > 0) await sleep(20)
+        }
+        return reply({ missing: pending.size })
+      }
+      res.writeHead(404); res.end()
+    } catch (e) { res.writeHead(500); res.end(String(e)) }
+  }).listen(int("control"), "127.0.0.1", () => console.log(JSON.stringify({ ready: true })))
+}
+
+async function control(path, payload) {
+  const res = await fetch(`http://127.0.0.1:${args.control}${path}`, {
+    method: payload ? "POST" : "GET",
+    body: payload ? JSON.stringify(payload) : undefined,
+  })
+  if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`)
+  return res.json()
+}
+const wsUrl = () => `ws://127.0.0.1:${args.port}`
+async function connected(repo) {
+  // Until the server has answered the join (a peer exists).
+  while (repo.peers.length === 0) await sleep(5)
+}
+
+// ---- clients ----
+
+async function seed() {
+  const repo = new Repo({ storage: new NodeFSStorageAdapter(args.dir), network: [] })
+  const urls = []
+  const started = now()
+  for (let i = 0; i < int("docs"); i++) {
+    const handle = repo.create(order(`S${String(1 + (i % 10)).padStart(2, "0")}`, i, "seeder"))
+    recordEvent(handle, "confirmed", "seeder")
+    recordEvent(handle, "picking", "seeder")
+    urls.push(handle.url)
+  }
+  await repo.flush()
+  let saved = 0
+  for (const url of urls) saved += A.save(repo.handles[docId(url)].doc()).length
+  fs.writeFileSync(args.out, JSON.stringify(urls))
+  console.log(JSON.stringify({ seed_ms: now() - started, saved_bytes: saved }))
+  await repo.shutdown()
+}
+
+async function initial() {
+  const urls = JSON.parse(fs.readFileSync(args.urls, "utf8"))
+  const repo = new Repo({ storage: new NodeFSStorageAdapter(args.dir), network: [new WebSocketClientAdapter(wsUrl())] })
+  await connected(repo)
+  const started = now()
+  const handles = await Promise.all(urls.map(url => repo.find(url)))
+  await repo.flush()
+  const sync_ms = now() - started
+  const ok = handles.filter(h => h.isReady()).length
+  console.log(JSON.stringify({ sync_ms, documents: ok, ...memory() }))
+  process.exit(0)
+}
+
+async function reconnect() {
+  const urls = JSON.parse(fs.readFileSync(args.urls, "utf8"))
+  const serverHeads = JSON.parse(fs.readFileSync(args["server-heads"], "utf8"))
+  const from = int("edit-from"), count = int("count")
+  let started = now()
+  const repo = new Repo({ storage: new NodeFSStorageAdapter(args.dir), network: [] })
+  // Offline edits, as the device makes them before it reconnects.
+  const mine = {}
+  for (const url of urls.slice(from, from + count)) {
+    const handle = await repo.find(url)
+    recordEvent(handle, "packed", "device")
+    mine[url] = heads(handle)
+  }
+  await repo.flush()
+  const edit_ms = now() - started
+  started = now()
+  repo.networkSubsystem.addNetworkAdapter(new WebSocketClientAdapter(wsUrl()))
+  await connected(repo)
+  // automerge-repo syncs the documents a client has loaded: load them all.
+  const handles = await Promise.all(urls.map(url => repo.find(url)))
+  const byUrl = new Map(handles.map(h => [h.url, h]))
+  // Converged: the server's edits are here, and ours are on the server.
+  const theirs = Object.entries(serverHeads)
+  while (!theirs.every(([url, want]) => sameHeads(heads(byUrl.get(url)), want))) await sleep(5)
+  const { missing } = await control("/await", { docs: mine })
+  await repo.flush()
+  console.log(JSON.stringify({ sync_ms: now() - started, edit_ms, missing, ...memory() }))
+  process.exit(0)
+}
+
+async function ingest() {
+  const writers = int("writers"), orders = int("orders"), changes = int("changes")
+  const repos = [], docs = []
+  for (let w = 0; w < writers; w++) {
+    const adapter = new WebSocketClientAdapter(wsUrl())
+    const repo = new Repo({ network: [adapter] })
+    const handles = []
+    for (let i = 0; i < orders; i++) handles.push(repo.create(order(`W${w}`, i, `writer-${w}`)))
+    repos.push({ repo, adapter, handles })
+  }
+  for (const { repo } of repos) await connected(repo)
+  const want = () => Object.fromEntries(repos.flatMap(r => r.handles.map(h => [h.url, heads(h)])))
+  let { missing } = await control("/await", { docs: want() })
+  if (missing) throw new Error(`setup: ${missing} documents missing on the server`)
+  // The small changes are made offline, then every writer reconnects: the same
+  // work as Waybill's writers uploading their outboxes.
+  for (const r of repos) { r.repo.networkSubsystem.removeNetworkAdapter(r.adapter) }
+  await sleep(200)
+  for (const r of repos) for (let k = 0; k < changes; k++) addNote(r.handles[k % orders], `Call on arrival (${k}).`)
+  const started = now()
+  for (const r of repos) r.repo.networkSubsystem.addNetworkAdapter(new WebSocketClientAdapter(wsUrl()))
+  ;({ missing } = await control("/await", { docs: want() }))
+  const wall_ms = now() - started
+  console.log(JSON.stringify({ wall_ms, changes: writers * changes, missing }))
+  process.exit(0)
+}
+
+async function fanout() {
+  const devices = int("devices"), rounds = int("rounds")
+  const writer = new Repo({ network: [new WebSocketClientAdapter(wsUrl())] })
+  await connected(writer)
+  const doc = writer.create(order("F1", 0, "writer"))
+  recordEvent(doc, "confirmed", "writer"); recordEvent(doc, "picking", "writer")
+  await control("/await", { docs: { [doc.url]: heads(doc) } })
+  const clients = []
+  const started = now()
+  for (let i = 0; i < devices; i += 50) {
+    await Promise.all(Array.from({ length: Math.min(50, devices - i) }, async () => {
+      const repo = new Repo({ network: [new WebSocketClientAdapter(wsUrl())] })
+      await connected(repo)
+      const handle = await repo.find(doc.url)
+      clients.push({ repo, handle })
+    }))
+  }
+  const connect_ms = now() - started
+  const latencies = []
+  for (let round = 0; round < rounds; round++) {
+    let reached = 0, sent = 0
+    const done = new Promise(resolve => {
+      for (const { handle } of clients) handle.once("change", () => { latencies.push(now() - sent); if (++reached === devices) resolve() })
+    })
+    sent = now()
+    addNote(doc, `Customer called (${round}).`)
+    await Promise.race([done, sleep(60000)])
+    if (reached < devices) throw new Error(`round ${round}: ${reached} of ${devices} reached`)
+    await sleep(200)
+  }
+  console.log(JSON.stringify({ latencies, connect_ms, ...memory() }))
+  process.exit(0)
+}
+
+// A connected automerge-repo device at the protocol level: a websocket that has
+// joined (join → peer), like Waybill's light devices.
+function joinOne(i) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(wsUrl())
+    ws.binaryType = "arraybuffer"
+    ws.on("open", () => ws.send(cbor.encode({ type: "join", senderId: `idle-${i}-${process.pid}`, peerMetadata: {}, supportedProtocolVersions: ["1"] })))
+    ws.once("message", data => { const m = cbor.decode(new Uint8Array(data)); m.type === "peer" ? resolve(ws) : reject(new Error(m.type)) })
+    ws.on("error", reject)
+  })
+}
+
+async function idle() {
+  const counts = args.counts.split(",").map(Number).sort((a, b) => a - b)
+  await sleep(500)
+  const base = (await control("/memory")).rss_kib
+  const own = memory().rss_kib
+  const sockets = [], out = []
+  for (const target of counts) {
+    const started = now()
+    while (sockets.length < target) {
+      const batch = Math.min(200, target - sockets.length)
+      sockets.push(...await Promise.all(Array.from({ length: batch }, (_, k) => joinOne(sockets.length + k))))
+    }
+    const connect_ms = now() - started
+    await sleep(3000)
+    const rss = (await control("/memory")).rss_kib
+    out.push({ devices: target, base_kib: base, rss_kib: rss, connect_ms, client_kib: memory().rss_kib - own })
+  }
+  console.log(JSON.stringify({ points: out }))
+  process.exit(0)
+}
+
+const roles = { server, seed, initial, reconnect, ingest, fanout, idle }
+if (!roles[role]) { console.error(`unknown role ${role}`); process.exit(2) }
+roles[role]().catch(e => { console.error(e?.stack ?? String(e)); process.exit(1) })
