@@ -35,6 +35,10 @@ pub struct SyncReport {
     pub change_bytes_sent: u64,
     /// Automerge change bytes received (inside `Changes` frames).
     pub change_bytes_received: u64,
+    /// From the start of connecting until the device was caught up with every
+    /// local change acknowledged (the goodbye and QUIC's draining period after it
+    /// are not included).
+    pub converged_in: Duration,
     /// The relay log position this device has now applied.
     pub cursor: u64,
     /// Whether the relay could not resume the device's cursor and ran a
@@ -65,7 +69,8 @@ async fn run(
     addr: &str,
     timeout: Duration,
 ) -> Result<SyncReport, NetError> {
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
     let timed_out = |what| NetError::Timeout {
         addr: addr.to_owned(),
         what,
@@ -84,6 +89,7 @@ async fn run(
     .await;
     match exchanged {
         Ok(Ok(())) => {
+            report.converged_in = started.elapsed();
             fill_counts(&mut report, &link, &session);
             drive::goodbye(link, &mut session).await;
             tracing::info!(

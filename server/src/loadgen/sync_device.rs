@@ -39,6 +39,9 @@ pub struct DeviceRunReport {
     pub edit_ms: f64,
     /// The sync (connect, handshake, exchange, goodbye), in ms.
     pub sync_ms: f64,
+    /// From connecting until converged (caught up, uploads acknowledged), in ms:
+    /// the sync without the goodbye.
+    pub converged_ms: f64,
     /// Changes uploaded and acknowledged.
     pub uploaded: u64,
     /// New changes received.
@@ -101,6 +104,7 @@ pub async fn run_device(run: &DeviceRun) -> Result<DeviceRunReport, LoadError> {
     )
     .await?;
     out.sync_ms = ms(started.elapsed());
+    out.converged_ms = ms(report.converged_in);
     out.uploaded = report.uploaded;
     out.received = report.received;
     out.bytes_sent = report.bytes_sent;
