@@ -89,7 +89,7 @@ async function sync() {
   const first = await client("initial", [...common(s), "--dir", clientDir, "--urls", urls])
   let t = await control("/traffic"); const relayPeak = (await control("/memory")).hwm_kib
   if (first.documents !== docs) throw new Error(`initial sync: ${first.documents} of ${docs} documents`)
-  emit("initial_sync", "wall_time", first.sync_ms, "ms", `${scale}; ${first.retries} finds retried after "unavailable"`)
+  emit("initial_sync", "wall_time", first.sync_ms, "ms", `${scale}; ${first.retries} finds outlived automerge-repo's 60 s request timeout and were awaited`)
   emit("initial_sync", "bytes_to_device", t.out.bytes, "bytes", scale)
   emit("initial_sync", "bytes_from_device", t.in.bytes, "bytes", scale)
   emit("initial_sync", "messages", t.in.messages + t.out.messages, "messages", "both ways")
@@ -107,7 +107,7 @@ async function sync() {
   t = await control("/traffic")
   if (again.missing) throw new Error(`reconnect: ${again.missing} device edits missing on the server`)
   const rscale = `${docs} held, ${changed} changed each side`
-  emit("reconnect", "wall_time", again.sync_ms, "ms", `client process restarted; connect until converged; ${again.retries} finds retried`)
+  emit("reconnect", "wall_time", again.sync_ms, "ms", `client process restarted; connect until converged; ${again.retries} finds outlived the 60 s request timeout`)
   emit("reconnect", "bytes_to_device", t.out.bytes, "bytes", rscale)
   emit("reconnect", "bytes_from_device", t.in.bytes, "bytes", rscale)
   emit("reconnect", "messages", t.in.messages + t.out.messages, "messages", "both ways")
