@@ -18,6 +18,9 @@ const work = args.work ?? fs.mkdtempSync("/tmp/peer-bench-")
 const scenarios = (args.scenarios ?? "sync,ingest,fanout,idle").split(",")
 const sleep = ms => new Promise(r => setTimeout(r, ms))
 const log = m => process.stderr.write(`[peer] ${m}\n`)
+// Every server started, so a failed scenario does not leave one running.
+const servers = new Set()
+process.on("exit", () => { for (const child of servers) child.kill("SIGTERM") })
 
 function emit(scenario, metric, value, unit, note = "") {
   console.log(JSON.stringify({ scenario, metric, value, unit, note }))
@@ -54,6 +57,7 @@ async function startServer(name) {
   const child = spawn(process.execPath, ["--max-old-space-size=8192", path.join(here, "peer.mjs"), "server", "--port", String(port), "--control", String(controlPort), "--dir", dir], {
     stdio: ["ignore", "pipe", "inherit"],
   })
+  servers.add(child)
   await new Promise((resolve, reject) => {
     child.stdout.once("data", resolve)
     child.once("exit", code => reject(new Error(`server exited ${code}`)))
@@ -63,7 +67,7 @@ async function startServer(name) {
     if (!res.ok) throw new Error(`${p}: ${res.status}`)
     return res.json()
   }
-  return { dir, port, controlPort, control, stop: () => { child.kill("SIGTERM"); return sleep(200) } }
+  return { dir, port, controlPort, control, stop: () => { child.kill("SIGTERM"); servers.delete(child); return sleep(200) } }
 }
 const common = s => ["--port", String(s.port), "--control", String(s.controlPort)]
 
@@ -80,6 +84,7 @@ async function sync() {
   const dir = serverDir
   const port = await freePort(), controlPort = await freePort()
   const child = spawn(process.execPath, ["--max-old-space-size=8192", path.join(here, "peer.mjs"), "server", "--port", String(port), "--control", String(controlPort), "--dir", dir], { stdio: ["ignore", "pipe", "inherit"] })
+  servers.add(child)
   await new Promise(r => child.stdout.once("data", r))
   const control = async (p, payload) => (await fetch(`http://127.0.0.1:${controlPort}${p}`, { method: payload ? "POST" : "GET", body: payload ? JSON.stringify(payload) : undefined })).json()
   const s = { port, controlPort }
