@@ -1,5 +1,6 @@
 //! The Waybill relay: storage, keys, QUIC service and the operators' command line.
 
+pub mod bus;
 pub mod cli;
 pub mod enroll;
 pub mod keys;

@@ -47,6 +47,7 @@ use waybill_core::sync::{
 const MIGRATIONS: &[&str] = &[
     include_str!("pg_migrations/0001_relay_log.sql"),
     include_str!("pg_migrations/0002_audience.sql"),
+    include_str!("pg_migrations/0003_doc_version.sql"),
 ];
 
 /// The relay schema version this build creates and reads.
@@ -57,6 +58,7 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 const MIGRATION_LOCK: i32 = 0x5759_524C;
 
 /// Lock the head row until commit and read it: the serialization point of the log.
+const DOC_VERSION_SQL: &str = "SELECT version FROM doc_version WHERE doc_id = $1";
 const LOCK_HEAD_SQL: &str = "SELECT head FROM log_head WHERE singleton FOR UPDATE";
 
 /// The relay's log, quarantine and revocations in a PostgreSQL schema.
@@ -338,11 +340,43 @@ fn commit_batch(inner: &mut Inner, batch: &IngestBatch) -> Res<Vec<u64>> {
     // Everything that reads or writes the log (or stamps view changes with a log
     // position) runs under the head lock; a batch that only quarantines or removes
     // waiting changes does not need it.
-    let ordered = !batch.log.is_empty() || !batch.waiting.is_empty() || !batch.audience.is_empty();
+    // Document versions are checked and advanced under the same lock, so the check
+    // and the commit are one step for every node.
+    let ordered = !batch.log.is_empty()
+        || !batch.waiting.is_empty()
+        || !batch.audience.is_empty()
+        || !batch.expect.is_empty();
     let mut head = 0;
     if ordered {
         let lock = prep(&mut tx, LOCK_HEAD_SQL)?;
         head = to_seq(tx.query_one(&lock, &[])?.get(0))?;
+    }
+    if !batch.expect.is_empty() {
+        let version = prep(&mut tx, DOC_VERSION_SQL)?;
+        let mut stale = Vec::new();
+        for (doc_id, expected) in &batch.expect {
+            let found = match tx.query_opt(&version, &[doc_id])? {
+                Some(row) => to_seq(row.get(0))?,
+                None => 0,
+            };
+            if found != *expected {
+                stale.push(doc_id.clone());
+            }
+        }
+        if !stale.is_empty() {
+            return Err(Failure(LogStoreError::Conflict(stale)));
+        }
+    }
+    let touched = batch.touched_docs();
+    if !touched.is_empty() {
+        let bump = prep(
+            &mut tx,
+            "INSERT INTO doc_version (doc_id, version) VALUES ($1, 1)
+             ON CONFLICT (doc_id) DO UPDATE SET version = doc_version.version + 1",
+        )?;
+        for doc_id in &touched {
+            tx.execute(&bump, &[doc_id])?;
+        }
     }
     if !batch.log.is_empty() {
         let insert = prep(
@@ -562,6 +596,11 @@ impl LogStore for PgLogStore {
             tx.commit()?;
             Ok(out)
         })
+    }
+
+    fn doc_version(&self, doc_id: &str) -> Result<u64, LogStoreError> {
+        let found = self.rows(DOC_VERSION_SQL, &[&doc_id], |r| to_seq(r.get(0)))?;
+        Ok(found.first().copied().unwrap_or(0))
     }
 
     fn doc_ids(&self) -> Result<Vec<String>, LogStoreError> {

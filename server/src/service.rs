@@ -19,8 +19,10 @@ mod connection;
 #[cfg(test)]
 mod tests;
 
+use crate::bus::{Bus, InProcessBus, NatsBus};
 use crate::keys::{self, RelayKeys};
 use crate::log_store::SqliteLogStore;
+use crate::pg_log_store::PgLogStore;
 use actor::{Actor, ToActor};
 use anyhow::Context;
 use quinn::{Endpoint, VarInt};
@@ -32,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use waybill_core::sync::{Relay, RelayConfig};
+use waybill_core::sync::{CommitNotice, Relay, RelayConfig};
 
 /// Messages from all connections waiting for the relay thread.
 const INBOX: usize = 1024;
@@ -71,6 +73,15 @@ pub struct ServeOptions {
     pub key: Option<PathBuf>,
     /// Extra host names or IP addresses for a generated certificate.
     pub names: Vec<String>,
+    /// Keep the log in this PostgreSQL database (shared by every relay node of a
+    /// deployment) instead of `relay.db` in the data directory.
+    pub postgres: Option<String>,
+    /// Announce commits to the other relay nodes through this NATS server
+    /// (JetStream); without it, only nodes in this process hear them.
+    pub nats: Option<String>,
+    /// The bus to use instead of one made from `nats` (tests run several nodes in
+    /// one process on one [`InProcessBus`]).
+    pub bus: Option<Arc<dyn Bus>>,
     /// Tuning of the relay state machine.
     pub config: RelayConfig,
 }
@@ -85,6 +96,9 @@ impl ServeOptions {
             cert: None,
             key: None,
             names: Vec::new(),
+            postgres: None,
+            nats: None,
+            bus: None,
             config: RelayConfig::default(),
         }
     }
@@ -96,12 +110,13 @@ pub struct RunningRelay {
     pub local_addr: SocketAddr,
     /// Its keys: the certificate devices pin and the credential issuer.
     pub keys: RelayKeys,
-    /// The relay database.
-    pub database: PathBuf,
+    /// The relay database, when the log is on SQLite (None on PostgreSQL).
+    pub database: Option<PathBuf>,
     endpoint: Endpoint,
     inbox: mpsc::Sender<ToActor>,
     accept: JoinHandle<()>,
     ticker: JoinHandle<()>,
+    listener: JoinHandle<()>,
     actor_done: oneshot::Receiver<()>,
 }
 
@@ -132,10 +147,11 @@ pub async fn serve(
 /// accepting devices.
 pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
     let keys = load_keys(&options)?;
-    let database = options.data.join(DATABASE_FILE);
-    let store = SqliteLogStore::open(&database, &keys.relay_id)
-        .with_context(|| format!("cannot open the relay database {}", database.display()))?;
-    let relay = Relay::new(store, keys.issuer.verifier(), options.config.clone());
+    let bus: Arc<dyn Bus> = match (&options.bus, &options.nats) {
+        (Some(bus), _) => bus.clone(),
+        (None, Some(url)) => Arc::new(NatsBus::connect(url, &keys.relay_id).await?),
+        (None, None) => Arc::new(InProcessBus::new()),
+    };
     let server_config = keys
         .server_config()
         .context("the relay certificate cannot serve QUIC")?;
@@ -144,9 +160,41 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
     let local_addr = endpoint.local_addr()?;
 
     let (inbox, rx) = mpsc::channel(INBOX);
-    let actor_done = Actor::spawn(relay, rx)?;
+    let (verifier, config, relay_id) = (
+        keys.issuer.verifier(),
+        options.config.clone(),
+        keys.relay_id.clone(),
+    );
+    let database = options
+        .postgres
+        .is_none()
+        .then(|| options.data.join(DATABASE_FILE));
+    let actor_done = match &options.postgres {
+        None => {
+            let database = options.data.join(DATABASE_FILE);
+            let open = move || {
+                let store = SqliteLogStore::open(&database, &relay_id).with_context(|| {
+                    format!("cannot open the relay database {}", database.display())
+                })?;
+                tracing::info!(database = %database.display(), "relay log on SQLite");
+                Ok(Relay::new(store, verifier, config))
+            };
+            Actor::spawn(open, rx, bus.clone()).await?
+        }
+        Some(url) => {
+            let url = url.clone();
+            let open = move || {
+                let store = PgLogStore::connect(&url, &relay_id)
+                    .context("cannot open the relay log on PostgreSQL")?;
+                tracing::info!("relay log on PostgreSQL");
+                Ok(Relay::new(store, verifier, config))
+            };
+            Actor::spawn(open, rx, bus.clone()).await?
+        }
+    };
     let accept = tokio::spawn(accept_loop(endpoint.clone(), inbox.clone()));
     let ticker = tokio::spawn(tick_loop(inbox.clone()));
+    let listener = tokio::spawn(listen_loop(bus.subscribe(), inbox.clone()));
     Ok(RunningRelay {
         local_addr,
         keys,
@@ -155,8 +203,18 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
         inbox,
         accept,
         ticker,
+        listener,
         actor_done,
     })
+}
+
+/// Hand the relay what the other nodes committed.
+async fn listen_loop(mut notices: mpsc::Receiver<CommitNotice>, inbox: mpsc::Sender<ToActor>) {
+    while let Some(notice) = notices.recv().await {
+        if inbox.send(ToActor::Remote(notice)).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn load_keys(options: &ServeOptions) -> anyhow::Result<RelayKeys> {
@@ -208,6 +266,7 @@ impl RunningRelay {
         self.endpoint.set_server_config(None);
         self.accept.abort();
         self.ticker.abort();
+        self.listener.abort();
         let (done, flushed) = oneshot::channel();
         if self.inbox.send(ToActor::Shutdown { done }).await.is_ok()
             && tokio::time::timeout(SHUTDOWN_FLUSH, flushed).await.is_err()

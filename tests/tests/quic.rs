@@ -332,7 +332,7 @@ async fn refusals_are_distinct_and_clear() {
     let revoked = credential(&relay, "phone-4", Role::Courier, "c-4");
     let device = replica(&revoked);
     sync(&device, &revoked).await;
-    SqliteLogStore::open(&relay.database, &relay.keys.relay_id)
+    SqliteLogStore::open(relay.database.as_ref().unwrap(), &relay.keys.relay_id)
         .unwrap()
         .revoke("phone-4")
         .unwrap();

@@ -3,7 +3,7 @@
 //! here (simulations, tests) and on SQLite by the relay (`waybill-server`).
 
 use crate::protocol::LogEntry;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Why the relay's storage failed.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +14,11 @@ pub enum LogStoreError {
     /// Stored bytes could not be read back.
     #[error("relay storage is corrupt: {0}")]
     Corrupt(String),
+    /// Documents the batch was built on changed since they were read (another relay
+    /// node sharing the storage committed to them): nothing was written; read them
+    /// again and rebuild the batch.
+    #[error("documents changed since they were read: {}", .0.join(", "))]
+    Conflict(Vec<String>),
 }
 
 /// A change to store: in the log (it gets a sequence number) or waiting.
@@ -55,6 +60,11 @@ pub struct IngestBatch {
     pub quarantine: Vec<QuarantinedChange>,
     /// Documents whose audience (who may see them) the batch changes.
     pub audience: Vec<AudienceUpdate>,
+    /// The version of every document the batch was built on, as read
+    /// ([`LogStore::doc_version`]): the commit fails with
+    /// [`LogStoreError::Conflict`] unless each is still current. This is how relay
+    /// nodes sharing one store keep each other's working copies honest.
+    pub expect: BTreeMap<String, u64>,
 }
 
 /// A document's audience after a batch: the principals it is shared with
@@ -89,6 +99,31 @@ impl IngestBatch {
             && self.quarantine.is_empty()
             && self.audience.is_empty()
     }
+
+    /// The documents whose version a commit of this batch advances (by exactly
+    /// one each): those it logs or stores changes of, or changes the audience of.
+    pub fn touched_docs(&self) -> BTreeSet<String> {
+        self.log
+            .iter()
+            .chain(&self.waiting)
+            .map(|c| c.doc_id.clone())
+            .chain(self.audience.iter().map(|a| a.doc_id.clone()))
+            .collect()
+    }
+
+    /// The documents whose expected version is not `current(doc)`, in id order.
+    pub fn stale_docs(
+        &self,
+        mut current: impl FnMut(&str) -> Result<u64, LogStoreError>,
+    ) -> Result<Vec<String>, LogStoreError> {
+        let mut stale = Vec::new();
+        for (doc_id, expected) in &self.expect {
+            if current(doc_id)? != *expected {
+                stale.push(doc_id.clone());
+            }
+        }
+        Ok(stale)
+    }
 }
 
 /// Durable storage behind a relay. Every method is one transaction; `commit` returns
@@ -106,7 +141,9 @@ pub trait LogStore: Send {
 
     /// Write a batch; returns the sequence numbers given to `batch.log`, in order.
     /// A change already in the log (same hash) is not appended again: its existing
-    /// number is returned.
+    /// number is returned. Fails with [`LogStoreError::Conflict`], writing nothing,
+    /// when a version in `batch.expect` is no longer current; otherwise advances the
+    /// version of each of [`IngestBatch::touched_docs`] by one.
     fn commit(&mut self, batch: &IngestBatch) -> Result<Vec<u64>, LogStoreError>;
 
     /// Log entries with `seq > after`, in order, at most `max_entries` and about
@@ -123,6 +160,11 @@ pub trait LogStore: Send {
 
     /// Every stored change of a document (logged, in order, then waiting), to rebuild it.
     fn doc_changes(&self, doc_id: &str) -> Result<Vec<Vec<u8>>, LogStoreError>;
+
+    /// How many commits have changed a document (its changes or its audience); 0
+    /// for a document never stored. Read it before the document's changes: a
+    /// version older than the changes read only makes the next commit fail safe.
+    fn doc_version(&self, doc_id: &str) -> Result<u64, LogStoreError>;
 
     /// Every document id with at least one stored change, in id order.
     fn doc_ids(&self) -> Result<Vec<String>, LogStoreError>;
@@ -168,6 +210,7 @@ pub struct MemoryLogStore {
     pruned_through: u64,
     audiences: std::collections::HashMap<String, BTreeSet<String>>,
     view_changes: Vec<ViewChange>,
+    versions: std::collections::HashMap<String, u64>,
 }
 
 impl MemoryLogStore {
@@ -200,6 +243,13 @@ impl LogStore for MemoryLogStore {
     }
 
     fn commit(&mut self, batch: &IngestBatch) -> Result<Vec<u64>, LogStoreError> {
+        let stale = batch.stale_docs(|doc| self.doc_version(doc))?;
+        if !stale.is_empty() {
+            return Err(LogStoreError::Conflict(stale));
+        }
+        for doc in batch.touched_docs() {
+            *self.versions.entry(doc).or_default() += 1;
+        }
         let mut seqs = Vec::with_capacity(batch.log.len());
         for change in &batch.log {
             if let Some(seq) = self.by_hash.get(&change.hash) {
@@ -284,6 +334,10 @@ impl LogStore for MemoryLogStore {
                     .map(|w| w.bytes.clone()),
             )
             .collect())
+    }
+
+    fn doc_version(&self, doc_id: &str) -> Result<u64, LogStoreError> {
+        Ok(self.versions.get(doc_id).copied().unwrap_or(0))
     }
 
     fn doc_ids(&self) -> Result<Vec<String>, LogStoreError> {

@@ -3,7 +3,7 @@
 //! room.
 
 use super::close_code;
-use crate::log_store::SqliteLogStore;
+use crate::bus::Bus;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 use waybill_core::protocol::{ErrorCode, Message, ProtocolError};
-use waybill_core::sync::{ConnId, Relay};
+use waybill_core::sync::{CommitNotice, ConnId, LogStore, Relay};
 
 /// What connection tasks tell the relay thread.
 pub(crate) enum ToActor {
@@ -38,6 +38,8 @@ pub(crate) enum ToActor {
     Shutdown { done: oneshot::Sender<()> },
     /// Time passes: end sessions whose credential expired or was revoked.
     Tick,
+    /// Another relay node sharing the store committed.
+    Remote(CommitNotice),
 }
 
 /// What the relay thread hands a connection's writer.
@@ -57,35 +59,59 @@ struct Peer {
     close_sent: bool,
 }
 
-pub(crate) struct Actor {
-    relay: Relay<SqliteLogStore>,
+pub(crate) struct Actor<S: LogStore> {
+    relay: Relay<S>,
     peers: HashMap<ConnId, Peer>,
     shutdown: Option<oneshot::Sender<()>>,
+    bus: Arc<dyn Bus>,
 }
 
-impl Actor {
-    /// Run the relay on a thread of its own; the receiver resolves when it ends
-    /// (once every sender of `inbox` is gone).
-    pub(crate) fn spawn(
-        relay: Relay<SqliteLogStore>,
+impl<S: LogStore + 'static> Actor<S> {
+    /// Run the relay on a thread of its own; `open` builds it there (a blocking
+    /// store is opened off the async runtime). Resolves once it is built, with the
+    /// receiver that resolves when it ends (once every sender of `inbox` is gone).
+    pub(crate) async fn spawn(
+        open: impl FnOnce() -> anyhow::Result<Relay<S>> + Send + 'static,
         mut inbox: mpsc::Receiver<ToActor>,
-    ) -> std::io::Result<oneshot::Receiver<()>> {
+        bus: Arc<dyn Bus>,
+    ) -> anyhow::Result<oneshot::Receiver<()>> {
         let (done, ended) = oneshot::channel();
-        let mut actor = Actor {
-            relay,
-            peers: HashMap::new(),
-            shutdown: None,
-        };
+        let (ready, opened) = oneshot::channel::<anyhow::Result<()>>();
         std::thread::Builder::new()
             .name("waybill-relay".into())
             .spawn(move || {
+                let relay = match open() {
+                    Ok(relay) => relay,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                let mut actor = Actor {
+                    relay,
+                    peers: HashMap::new(),
+                    shutdown: None,
+                    bus,
+                };
                 while let Some(event) = inbox.blocking_recv() {
                     actor.on(event);
+                    actor.announce();
                 }
                 drop(actor);
                 let _ = done.send(());
             })?;
+        opened
+            .await
+            .map_err(|_| anyhow::anyhow!("the relay thread stopped while starting"))??;
         Ok(ended)
+    }
+
+    /// Tell the other nodes what this one committed.
+    fn announce(&mut self) {
+        while let Some(notice) = self.relay.poll_committed() {
+            self.bus.publish(notice);
+        }
     }
 
     fn on(&mut self, event: ToActor) {
@@ -129,6 +155,11 @@ impl Actor {
                     self.pump(conn);
                 }
             }
+            ToActor::Remote(notice) => {
+                for conn in self.relay.on_remote_commit(&notice) {
+                    self.pump(conn);
+                }
+            }
             ToActor::Shutdown { done } => {
                 self.shutdown = Some(done);
                 for conn in self.relay.shutdown() {
@@ -150,7 +181,7 @@ impl Actor {
 
     /// Run `f` inside the connection's span, so the state machine's logs say which
     /// connection and device they are about.
-    fn in_span<T>(&mut self, conn: ConnId, f: impl FnOnce(&mut Relay<SqliteLogStore>) -> T) -> T {
+    fn in_span<T>(&mut self, conn: ConnId, f: impl FnOnce(&mut Relay<S>) -> T) -> T {
         let span = self.peers.get(&conn).map(|p| p.span.clone());
         let _entered = span.as_ref().map(tracing::Span::enter);
         f(&mut self.relay)
