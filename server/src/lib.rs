@@ -7,3 +7,4 @@ pub mod keys;
 pub mod log_store;
 pub mod pg_log_store;
 pub mod service;
+pub mod testing;

@@ -702,59 +702,14 @@ mod tests {
     use std::time::Instant;
     use waybill_core::sync::{log_store_conformance, log_store_reopen_conformance};
 
-    const ENV: &str = "WAYBILL_TEST_POSTGRES";
+    use crate::testing::{PgSchema as Schema, postgres_server};
 
-    /// The server from `WAYBILL_TEST_POSTGRES`, or `None` (and a note) when unset.
     fn server() -> Option<String> {
-        match std::env::var(ENV) {
-            Ok(url) if !url.trim().is_empty() => Some(url),
-            _ => {
-                println!("skipped: set {ENV} to run the PostgreSQL tier");
-                None
-            }
-        }
+        postgres_server("pg_log_store")
     }
 
-    /// A fresh schema of its own, dropped when this goes out of scope (even on panic),
-    /// so tests run in parallel without seeing each other.
-    struct Schema {
-        server: String,
-        name: String,
-        url: String,
-    }
-
-    impl Schema {
-        fn new(server: &str) -> Self {
-            let name = format!("wb_test_{:016x}", rand::random::<u64>());
-            let mut admin = Client::connect(server, NoTls).unwrap();
-            admin
-                .batch_execute(&format!("CREATE SCHEMA {name}"))
-                .unwrap();
-            let sep = if server.contains('?') { '&' } else { '?' };
-            let url = format!("{server}{sep}options=-c%20search_path%3D{name}");
-            Self {
-                server: server.to_owned(),
-                name,
-                url,
-            }
-        }
-
-        fn open(&self, relay_id: &str) -> PgLogStore {
-            PgLogStore::connect(&self.url, relay_id).unwrap()
-        }
-
-        fn client(&self) -> Client {
-            Client::connect(&self.url, NoTls).unwrap()
-        }
-    }
-
-    impl Drop for Schema {
-        fn drop(&mut self) {
-            if let Ok(mut admin) = Client::connect(&self.server, NoTls) {
-                let _ =
-                    admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
-            }
-        }
+    fn open(schema: &Schema, relay_id: &str) -> PgLogStore {
+        PgLogStore::connect(&schema.url, relay_id).unwrap()
     }
 
     fn change(doc: &str, n: u32, len: usize) -> StoredChange {
@@ -782,7 +737,7 @@ mod tests {
         let mut schemas = Vec::new();
         log_store_conformance(|| {
             let schema = Schema::new(&server);
-            let store = schema.open("relay-test");
+            let store = open(&schema, "relay-test");
             schemas.push(schema);
             store
         });
@@ -797,7 +752,7 @@ mod tests {
     fn reopening_keeps_data_and_the_stored_relay_id() {
         let Some(server) = server() else { return };
         let schema = Schema::new(&server);
-        log_store_reopen_conformance(|relay_id| schema.open(relay_id));
+        log_store_reopen_conformance(|relay_id| open(&schema, relay_id));
     }
 
     #[test]
@@ -807,7 +762,7 @@ mod tests {
         let nodes: Vec<_> = (0..6)
             .map(|i| {
                 let schema = Arc::clone(&schema);
-                std::thread::spawn(move || schema.open(&format!("relay-{i}")).relay_id())
+                std::thread::spawn(move || open(&schema, &format!("relay-{i}")).relay_id())
             })
             .collect();
         let ids: BTreeSet<String> = nodes.into_iter().map(|n| n.join().unwrap()).collect();
@@ -842,7 +797,7 @@ mod tests {
         }
 
         let newer = Schema::new(&server);
-        drop(newer.open("relay"));
+        drop(open(&newer, "relay"));
         newer
             .client()
             .execute(
@@ -875,7 +830,7 @@ mod tests {
     fn concurrent_writers_leave_no_gap_for_a_reader() {
         let Some(server) = server() else { return };
         let schema = Arc::new(Schema::new(&server));
-        drop(schema.open("relay"));
+        drop(open(&schema, "relay"));
         const WRITERS: u32 = 2;
         const BATCHES: u32 = 250;
         let started = Instant::now();
@@ -884,7 +839,7 @@ mod tests {
         let reader = {
             let (schema, done) = (Arc::clone(&schema), Arc::clone(&done));
             std::thread::spawn(move || {
-                let store = schema.open("relay");
+                let store = open(&schema, "relay");
                 let mut seen: Vec<LogEntry> = Vec::new();
                 let mut cursor = 0;
                 let mut reads = 0u64;
@@ -923,7 +878,7 @@ mod tests {
             .map(|w| {
                 let schema = Arc::clone(&schema);
                 std::thread::spawn(move || {
-                    let mut store = schema.open("relay");
+                    let mut store = open(&schema, "relay");
                     let mut committed = Vec::new();
                     for b in 0..BATCHES {
                         let size = 1 + (b % 4);
@@ -1012,20 +967,20 @@ mod tests {
         // The same interleaving against the store: a second writer waits for the
         // first one's commit instead of overtaking it.
         let store_schema = Arc::new(Schema::new(&server));
-        drop(store_schema.open("relay"));
+        drop(open(&store_schema, "relay"));
         let mut holder = store_schema.client();
         let mut tx = holder.transaction().unwrap();
         tx.query_one(LOCK_HEAD_SQL, &[]).unwrap(); // a writer mid-commit
         let writer = {
             let s = Arc::clone(&store_schema);
             std::thread::spawn(move || {
-                s.open("relay")
+                open(&s, "relay")
                     .commit(&log_batch(vec![change("ord_a", 1, 4)]))
                     .unwrap()
             })
         };
         std::thread::sleep(std::time::Duration::from_millis(200));
-        let store = store_schema.open("relay");
+        let store = open(&store_schema, "relay");
         assert_eq!(
             store.head().unwrap(),
             0,

@@ -42,8 +42,9 @@ const INBOX: usize = 1024;
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// How long shutdown waits for closed connections to drain.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
-/// How often live sessions are checked for expired or revoked credentials.
-const TICK: Duration = Duration::from_secs(2);
+/// How often live sessions are checked for expired or revoked credentials, and the
+/// log head for commits of other nodes that no notice announced.
+pub const TICK: Duration = Duration::from_secs(2);
 
 /// The relay database's file name in the data directory.
 pub const DATABASE_FILE: &str = "relay.db";
@@ -82,6 +83,9 @@ pub struct ServeOptions {
     /// The bus to use instead of one made from `nats` (tests run several nodes in
     /// one process on one [`InProcessBus`]).
     pub bus: Option<Arc<dyn Bus>>,
+    /// How often live sessions are checked for expired or revoked credentials and
+    /// the shared log for commits no notice announced.
+    pub tick: Duration,
     /// Tuning of the relay state machine.
     pub config: RelayConfig,
 }
@@ -99,6 +103,7 @@ impl ServeOptions {
             postgres: None,
             nats: None,
             bus: None,
+            tick: TICK,
             config: RelayConfig::default(),
         }
     }
@@ -193,7 +198,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
         }
     };
     let accept = tokio::spawn(accept_loop(endpoint.clone(), inbox.clone()));
-    let ticker = tokio::spawn(tick_loop(inbox.clone()));
+    let ticker = tokio::spawn(tick_loop(inbox.clone(), options.tick));
     let listener = tokio::spawn(listen_loop(bus.subscribe(), inbox.clone()));
     Ok(RunningRelay {
         local_addr,
@@ -239,8 +244,8 @@ fn load_keys(options: &ServeOptions) -> anyhow::Result<RelayKeys> {
 
 /// Let the relay notice, every few seconds, credentials that expired or were
 /// revoked (by `waybill revoke`, from another process) during live sessions.
-async fn tick_loop(inbox: mpsc::Sender<ToActor>) {
-    let mut every = tokio::time::interval(TICK);
+async fn tick_loop(inbox: mpsc::Sender<ToActor>, tick: Duration) {
+    let mut every = tokio::time::interval(tick);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;

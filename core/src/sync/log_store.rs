@@ -400,6 +400,86 @@ impl LogStore for MemoryLogStore {
     }
 }
 
+/// One [`MemoryLogStore`] shared by several relays in one process, as relay nodes
+/// share one database: for simulations and tests of a multi-node deployment. Clones
+/// are handles on the same store.
+#[derive(Debug, Clone)]
+pub struct SharedLogStore(std::sync::Arc<std::sync::Mutex<MemoryLogStore>>);
+
+impl SharedLogStore {
+    /// A shared, empty log for a deployment.
+    pub fn new(relay_id: impl Into<String>) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(
+            MemoryLogStore::new(relay_id),
+        )))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryLogStore> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl LogStore for SharedLogStore {
+    fn relay_id(&self) -> String {
+        self.lock().relay_id()
+    }
+    fn head(&self) -> Result<u64, LogStoreError> {
+        self.lock().head()
+    }
+    fn oldest_resumable(&self) -> Result<u64, LogStoreError> {
+        self.lock().oldest_resumable()
+    }
+    fn commit(&mut self, batch: &IngestBatch) -> Result<Vec<u64>, LogStoreError> {
+        self.lock().commit(batch)
+    }
+    fn read_log(
+        &self,
+        after: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LogEntry>, LogStoreError> {
+        self.lock().read_log(after, max_entries, max_bytes)
+    }
+    fn contains(&self, hash: &[u8]) -> Result<bool, LogStoreError> {
+        self.lock().contains(hash)
+    }
+    fn doc_changes(&self, doc_id: &str) -> Result<Vec<Vec<u8>>, LogStoreError> {
+        self.lock().doc_changes(doc_id)
+    }
+    fn doc_version(&self, doc_id: &str) -> Result<u64, LogStoreError> {
+        self.lock().doc_version(doc_id)
+    }
+    fn doc_ids(&self) -> Result<Vec<String>, LogStoreError> {
+        self.lock().doc_ids()
+    }
+    fn is_quarantined(&self, hash: &[u8]) -> Result<bool, LogStoreError> {
+        self.lock().is_quarantined(hash)
+    }
+    fn quarantined(&self) -> Result<Vec<QuarantinedChange>, LogStoreError> {
+        self.lock().quarantined()
+    }
+    fn audience_of(&self, doc_id: &str) -> Result<BTreeSet<String>, LogStoreError> {
+        self.lock().audience_of(doc_id)
+    }
+    fn view(&self, principal: &str) -> Result<Vec<String>, LogStoreError> {
+        self.lock().view(principal)
+    }
+    fn view_changes(&self, principal: &str, after: u64) -> Result<Vec<ViewChange>, LogStoreError> {
+        self.lock().view_changes(principal, after)
+    }
+    fn doc_log(&self, doc_id: &str) -> Result<Vec<LogEntry>, LogStoreError> {
+        self.lock().doc_log(doc_id)
+    }
+    fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError> {
+        self.lock().is_revoked(device_id)
+    }
+    fn revoke(&mut self, device_id: &str) -> Result<(), LogStoreError> {
+        self.lock().revoke(device_id)
+    }
+}
+
 /// The conformance suite every [`LogStore`] backend must pass. A backend's tests call
 /// it with a factory for empty stores: `log_store_conformance(|| MyStore::new(..))`.
 pub fn log_store_conformance<S: LogStore>(mut fresh: impl FnMut() -> S) {
@@ -422,5 +502,10 @@ mod tests {
     #[test]
     fn memory_log_store_passes_the_conformance_suite() {
         log_store_conformance(|| MemoryLogStore::new("mem"));
+    }
+
+    #[test]
+    fn shared_log_store_passes_the_conformance_suite() {
+        log_store_conformance(|| SharedLogStore::new("mem"));
     }
 }

@@ -60,6 +60,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         postgres: args.postgres,
         nats: args.nats,
         bus: None,
+        tick: service::TICK,
         config: RelayConfig::default(),
     };
     runtime.block_on(async {
