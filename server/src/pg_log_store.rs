@@ -249,6 +249,32 @@ fn migrate(client: &mut Client, requested: &str) -> Result<String, LogStoreError
 }
 
 impl PgLogStore {
+    /// The quarantine with ids, oldest first (`waybill quarantine list --postgres`).
+    pub fn quarantine_list(&self) -> Result<Vec<(i64, QuarantinedChange)>, LogStoreError> {
+        self.rows(
+            "SELECT id, doc_id, hash, bytes, device_id, code, reason, at_ms
+             FROM quarantine ORDER BY id",
+            &[],
+            numbered_quarantine_row,
+        )
+    }
+
+    /// One quarantined change by id (`waybill quarantine show --postgres`).
+    pub fn quarantine_entry(
+        &self,
+        id: i64,
+    ) -> Result<Option<(i64, QuarantinedChange)>, LogStoreError> {
+        Ok(self
+            .rows(
+                "SELECT id, doc_id, hash, bytes, device_id, code, reason, at_ms
+                 FROM quarantine WHERE id = $1",
+                &[&id],
+                numbered_quarantine_row,
+            )?
+            .into_iter()
+            .next())
+    }
+
     /// Connect to PostgreSQL at `url` (a `postgres://` URL or a key=value string) and
     /// bring the relay schema in the connection's current schema up to date. A new
     /// schema records `relay_id`; an existing one keeps the id it was created with
@@ -312,6 +338,24 @@ fn entry_row(r: &postgres::Row) -> Res<LogEntry> {
         doc_id: r.get(1),
         bytes: r.get(2),
     })
+}
+
+/// A quarantine row with its id first (for the operators' commands).
+fn numbered_quarantine_row(r: &postgres::Row) -> Res<(i64, QuarantinedChange)> {
+    Ok((
+        r.get(0),
+        QuarantinedChange {
+            change: StoredChange {
+                doc_id: r.get(1),
+                hash: r.get(2),
+                bytes: r.get(3),
+                device_id: r.get(4),
+            },
+            code: r.get(5),
+            reason: r.get(6),
+            at_ms: r.get(7),
+        },
+    ))
 }
 
 fn quarantine_row(r: &postgres::Row) -> Res<QuarantinedChange> {

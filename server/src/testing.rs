@@ -21,7 +21,13 @@ fn tier(var: &str, name: &str, test: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => {
-            println!("SKIPPED tier {name} in {test}: set {var} to run it (`.ci/run` does)");
+            // Straight to stderr: the test harness would swallow `println!` of a
+            // passing test, and the skip must be seen (`.ci/run` fails on it).
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED tier {name} in {test}: set {var} to run it (`.ci/run` does)"
+            );
             None
         }
     }

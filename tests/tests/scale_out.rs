@@ -145,8 +145,26 @@ async fn three_nodes_converge(pg: &PgSchema, link: Link) {
             sync(&phone, &phone_cred),
         );
     }
+    let pending: Vec<u64> = [&a, &b, &console, &phone]
+        .iter()
+        .map(|d| d.pending_uploads().unwrap())
+        .collect();
     for device in [&b, &console] {
-        assert!(same_heads(&a, device, &ids), "every order converged");
+        let differ: Vec<_> = ids
+            .iter()
+            .filter(|id| a.heads(id).unwrap() != device.heads(id).unwrap())
+            .map(|id| {
+                (
+                    id.to_string(),
+                    a.heads(id).unwrap(),
+                    device.heads(id).unwrap(),
+                )
+            })
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "every order converged; pending uploads {pending:?}; differ {differ:?}"
+        );
     }
     assert!(same_heads(&console, &phone, &deliveries));
     assert!(same_heads(&console, &phone, &ids[..10]));

@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use waybill_core::Role;
-use waybill_core::sync::LogStore;
+use waybill_core::sync::{LogStore, LogStoreError, QuarantinedChange};
 
 use super::output::{quarantined_change, utc_timestamp, write_json, write_line};
 use super::{CliError, now_ms};
 use crate::enroll::{self, EnrollRequest};
 use crate::keys;
 use crate::log_store::SqliteLogStore;
+use crate::pg_log_store::PgLogStore;
 use crate::service::DATABASE_FILE;
 
 /// The relay id file `keys` creates; its presence says a directory holds a relay.
@@ -90,6 +91,9 @@ pub struct RevokeArgs {
     /// The device to revoke.
     #[arg(value_name = "DEVICE_ID")]
     pub device_id: String,
+    /// The relay log is in PostgreSQL (as `waybill serve --postgres URL`).
+    #[arg(long, env = "WAYBILL_POSTGRES", value_name = "URL")]
+    pub postgres: Option<String>,
 }
 
 /// `waybill quarantine …`.
@@ -103,6 +107,9 @@ pub enum QuarantineCommand {
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// The relay log is in PostgreSQL (as `waybill serve --postgres URL`).
+        #[arg(long, env = "WAYBILL_POSTGRES", value_name = "URL")]
+        postgres: Option<String>,
     },
     /// Show one refused change.
     Show {
@@ -114,6 +121,9 @@ pub enum QuarantineCommand {
         /// Print a JSON object instead of lines.
         #[arg(long)]
         json: bool,
+        /// The relay log is in PostgreSQL (as `waybill serve --postgres URL`).
+        #[arg(long, env = "WAYBILL_POSTGRES", value_name = "URL")]
+        postgres: Option<String>,
     },
 }
 
@@ -168,8 +178,7 @@ pub(crate) fn enroll(args: &EnrollArgs, out: &mut dyn Write) -> Result<(), CliEr
 
 /// Record a revocation in the relay's database.
 pub(crate) fn revoke(args: &RevokeArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let mut store = open_log_store(&args.data)?;
-    store.revoke(&args.device_id)?;
+    open_log_store(&args.data, args.postgres.as_deref())?.revoke(&args.device_id)?;
     write_line(
         out,
         format_args!(
@@ -182,8 +191,12 @@ pub(crate) fn revoke(args: &RevokeArgs, out: &mut dyn Write) -> Result<(), CliEr
 /// `quarantine list` and `quarantine show`.
 pub(crate) fn quarantine(command: &QuarantineCommand, out: &mut dyn Write) -> Result<(), CliError> {
     match command {
-        QuarantineCommand::List { data, json } => {
-            let entries = open_log_store(data)?.quarantine_list()?;
+        QuarantineCommand::List {
+            data,
+            json,
+            postgres,
+        } => {
+            let entries = open_log_store(data, postgres.as_deref())?.quarantine_list()?;
             if *json {
                 let list = entries
                     .iter()
@@ -210,8 +223,13 @@ pub(crate) fn quarantine(command: &QuarantineCommand, out: &mut dyn Write) -> Re
             }
             Ok(())
         }
-        QuarantineCommand::Show { id, data, json } => {
-            let (id, entry) = open_log_store(data)?
+        QuarantineCommand::Show {
+            id,
+            data,
+            json,
+            postgres,
+        } => {
+            let (id, entry) = open_log_store(data, postgres.as_deref())?
                 .quarantine_entry(*id)?
                 .ok_or(CliError::NoQuarantineEntry(*id))?;
             let value = quarantined_change(id, &entry);
@@ -239,12 +257,42 @@ pub(crate) fn quarantine(command: &QuarantineCommand, out: &mut dyn Write) -> Re
     }
 }
 
-/// The relay database of an existing relay directory. A directory without a relay
+/// The relay log an operator's command works on: `relay.db` in the data
+/// directory, or the deployment's PostgreSQL database.
+enum AdminStore {
+    Sqlite(SqliteLogStore),
+    Postgres(Box<PgLogStore>),
+}
+
+impl AdminStore {
+    fn revoke(&mut self, device_id: &str) -> Result<(), LogStoreError> {
+        match self {
+            Self::Sqlite(s) => s.revoke(device_id),
+            Self::Postgres(s) => s.revoke(device_id),
+        }
+    }
+
+    fn quarantine_list(&self) -> Result<Vec<(i64, QuarantinedChange)>, LogStoreError> {
+        match self {
+            Self::Sqlite(s) => s.quarantine_list(),
+            Self::Postgres(s) => s.quarantine_list(),
+        }
+    }
+
+    fn quarantine_entry(&self, id: i64) -> Result<Option<(i64, QuarantinedChange)>, LogStoreError> {
+        match self {
+            Self::Sqlite(s) => s.quarantine_entry(id),
+            Self::Postgres(s) => s.quarantine_entry(id),
+        }
+    }
+}
+
+/// The relay log of an existing relay directory. A directory without a relay
 /// is refused rather than given fresh keys: a typo in --data must not create a
 /// second relay identity. Only the relay id is read (not the keys, which may be
-/// the operator's own certificate elsewhere); a database that exists keeps the
-/// id it was created with anyway.
-fn open_log_store(data: &Path) -> Result<SqliteLogStore, CliError> {
+/// the operator's own certificate elsewhere); a log that exists keeps the id it
+/// was created with anyway.
+fn open_log_store(data: &Path, postgres: Option<&str>) -> Result<AdminStore, CliError> {
     let id_file = data.join(RELAY_ID_FILE);
     let relay_id = match std::fs::read_to_string(&id_file) {
         Ok(text) => text.trim().to_owned(),
@@ -255,5 +303,8 @@ fn open_log_store(data: &Path) -> Result<SqliteLogStore, CliError> {
         }
         Err(err) => return Err(CliError::io(id_file.display(), err)),
     };
-    Ok(SqliteLogStore::open(&data.join(DATABASE_FILE), &relay_id)?)
+    Ok(match postgres {
+        Some(url) => AdminStore::Postgres(Box::new(PgLogStore::connect(url, &relay_id)?)),
+        None => AdminStore::Sqlite(SqliteLogStore::open(&data.join(DATABASE_FILE), &relay_id)?),
+    })
 }
