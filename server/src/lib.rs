@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod enroll;
+pub mod http;
 pub mod keys;
 pub mod log_store;
 pub mod pg_log_store;

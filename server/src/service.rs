@@ -16,9 +16,11 @@
 
 mod actor;
 mod connection;
+pub mod telemetry;
 #[cfg(test)]
 mod tests;
 
+use crate::http::{self, HttpContext, HttpServer};
 use crate::keys::{self, RelayKeys};
 use crate::log_store::SqliteLogStore;
 use actor::{Actor, ToActor};
@@ -30,6 +32,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use telemetry::Telemetry;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use waybill_core::sync::{Relay, RelayConfig};
@@ -73,6 +76,8 @@ pub struct ServeOptions {
     pub names: Vec<String>,
     /// Tuning of the relay state machine.
     pub config: RelayConfig,
+    /// TCP address for the HTTP API, dashboard and metrics (`--http`); none: off.
+    pub http: Option<SocketAddr>,
 }
 
 impl ServeOptions {
@@ -86,6 +91,7 @@ impl ServeOptions {
             key: None,
             names: Vec::new(),
             config: RelayConfig::default(),
+            http: None,
         }
     }
 }
@@ -98,6 +104,10 @@ pub struct RunningRelay {
     pub keys: RelayKeys,
     /// The relay database.
     pub database: PathBuf,
+    /// Counters and device presence (what `/metrics` and the dashboard show).
+    pub telemetry: Arc<Telemetry>,
+    /// The HTTP API and dashboard, when started with `http`.
+    pub http: Option<HttpServer>,
     endpoint: Endpoint,
     inbox: mpsc::Sender<ToActor>,
     accept: JoinHandle<()>,
@@ -144,19 +154,56 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
     let local_addr = endpoint.local_addr()?;
 
     let (inbox, rx) = mpsc::channel(INBOX);
-    let actor_done = Actor::spawn(relay, rx)?;
-    let accept = tokio::spawn(accept_loop(endpoint.clone(), inbox.clone()));
+    let telemetry = Arc::new(Telemetry::default());
+    let actor_done = Actor::spawn(relay, rx, Arc::clone(&telemetry))?;
+    let accept = tokio::spawn(accept_loop(
+        endpoint.clone(),
+        inbox.clone(),
+        Arc::clone(&telemetry),
+    ));
     let ticker = tokio::spawn(tick_loop(inbox.clone()));
+    let http = match options.http {
+        Some(addr) => {
+            Some(start_http(addr, &options, local_addr, &keys, &database, &telemetry).await?)
+        }
+        None => None,
+    };
     Ok(RunningRelay {
         local_addr,
         keys,
         database,
+        telemetry,
+        http,
         endpoint,
         inbox,
         accept,
         ticker,
         actor_done,
     })
+}
+
+/// Start the HTTP side; its dispatcher device reaches the relay on loopback.
+async fn start_http(
+    addr: SocketAddr,
+    options: &ServeOptions,
+    quic: SocketAddr,
+    keys: &RelayKeys,
+    database: &std::path::Path,
+    telemetry: &Arc<Telemetry>,
+) -> anyhow::Result<HttpServer> {
+    let loopback: std::net::IpAddr = match quic.ip() {
+        ip if !ip.is_unspecified() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    let context = HttpContext {
+        data: options.data.clone(),
+        database: database.to_path_buf(),
+        relay_addr: SocketAddr::new(loopback, quic.port()).to_string(),
+        keys: keys.clone(),
+        telemetry: Arc::clone(telemetry),
+    };
+    Ok(http::start(addr, context).await?)
 }
 
 fn load_keys(options: &ServeOptions) -> anyhow::Result<RelayKeys> {
@@ -192,11 +239,16 @@ async fn tick_loop(inbox: mpsc::Sender<ToActor>) {
     }
 }
 
-async fn accept_loop(endpoint: Endpoint, inbox: mpsc::Sender<ToActor>) {
+async fn accept_loop(endpoint: Endpoint, inbox: mpsc::Sender<ToActor>, telemetry: Arc<Telemetry>) {
     let next = Arc::new(AtomicU64::new(1));
     while let Some(incoming) = endpoint.accept().await {
         let conn = next.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(connection::run(incoming, conn, inbox.clone()));
+        tokio::spawn(connection::run(
+            incoming,
+            conn,
+            inbox.clone(),
+            Arc::clone(&telemetry),
+        ));
     }
 }
 
@@ -205,6 +257,9 @@ impl RunningRelay {
     /// shutting down, give them a moment to hear it, then close. Everything
     /// acknowledged is already durable (acknowledgements follow the commit).
     pub async fn shutdown(self) {
+        if let Some(http) = self.http {
+            http.shutdown().await;
+        }
         self.endpoint.set_server_config(None);
         self.accept.abort();
         self.ticker.abort();

@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// it only matters when the certificate is first created).
     #[arg(long = "name", value_name = "HOST")]
     pub names: Vec<String>,
+    /// TCP address for the HTTP API, the dashboard, /metrics and /health
+    /// (off unless given).
+    #[arg(long, env = "WAYBILL_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
 }
 
 /// Run the relay on a multi-threaded runtime until a signal asks it to stop.
@@ -49,6 +53,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         key: args.key,
         names: args.names,
         config: RelayConfig::default(),
+        http: args.http,
     };
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;

@@ -3,6 +3,7 @@
 //! room.
 
 use super::close_code;
+use super::telemetry::Telemetry;
 use crate::log_store::SqliteLogStore;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 use waybill_core::protocol::{ErrorCode, Message, ProtocolError};
-use waybill_core::sync::{ConnId, Relay};
+use waybill_core::sync::{ConnId, LogStore, Relay};
 
 /// What connection tasks tell the relay thread.
 pub(crate) enum ToActor {
@@ -61,6 +62,7 @@ pub(crate) struct Actor {
     relay: Relay<SqliteLogStore>,
     peers: HashMap<ConnId, Peer>,
     shutdown: Option<oneshot::Sender<()>>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Actor {
@@ -69,12 +71,14 @@ impl Actor {
     pub(crate) fn spawn(
         relay: Relay<SqliteLogStore>,
         mut inbox: mpsc::Receiver<ToActor>,
+        telemetry: Arc<Telemetry>,
     ) -> std::io::Result<oneshot::Receiver<()>> {
         let (done, ended) = oneshot::channel();
         let mut actor = Actor {
             relay,
             peers: HashMap::new(),
             shutdown: None,
+            telemetry,
         };
         std::thread::Builder::new()
             .name("waybill-relay".into())
@@ -97,6 +101,7 @@ impl Actor {
                 span,
             } => {
                 self.relay.connect(conn);
+                self.telemetry.connected(conn);
                 self.peers.insert(
                     conn,
                     Peer {
@@ -121,10 +126,13 @@ impl Actor {
             ToActor::Drained { conn } => self.pump(conn),
             ToActor::Disconnected { conn } => {
                 self.relay.disconnect(conn);
+                self.telemetry.disconnected(conn);
                 self.peers.remove(&conn);
                 self.finish_shutdown_if_done();
             }
             ToActor::Tick => {
+                self.telemetry
+                    .set_head(self.relay.store().head().unwrap_or(0));
                 for conn in self.relay.tick(now_ms()) {
                     self.pump(conn);
                 }
@@ -141,6 +149,7 @@ impl Actor {
 
     fn on_message(&mut self, conn: ConnId, message: Message) {
         let now = now_ms();
+        self.telemetry.inbound(conn, &message);
         let woken = self.in_span(conn, |relay| relay.handle(conn, message, now));
         self.record_device(conn);
         for woken in woken {
@@ -165,6 +174,7 @@ impl Actor {
         }
         if let Some(identity) = self.relay.peer(conn) {
             peer.span.record("device", identity.device_id.as_str());
+            self.telemetry.identified(conn, identity);
             peer.device_known = true;
         }
     }
@@ -192,6 +202,7 @@ impl Actor {
                             _ => close_code::REFUSED,
                         };
                     }
+                    self.telemetry.outbound(conn, &message);
                     permit.send(Outbound::Message(message));
                 }
                 None => {
