@@ -627,3 +627,184 @@ async fn devices_reassignment_and_the_board() {
     assert_eq!(board["deliveries"]["assigned"], 1);
     api.shutdown().await;
 }
+
+fn credential_for(
+    relay: &RunningRelay,
+    device: &str,
+    role: Role,
+    id: &str,
+) -> waybill_core::credential::Credential {
+    let (store, courier) = match role {
+        Role::Store => (Some(id.to_owned()), None),
+        Role::Courier => (None, Some(id.to_owned())),
+        Role::Dispatcher => (None, None),
+    };
+    enroll(
+        &relay.keys,
+        &EnrollRequest {
+            role,
+            courier,
+            store,
+            device_id: Some(device.into()),
+            relay_addr: relay.local_addr.to_string(),
+            valid_for_ms: 86_400_000,
+            now_ms: now_ms(),
+        },
+    )
+    .unwrap()
+}
+
+async fn sync(replica: &Arc<Replica>, credential: &waybill_core::credential::Credential) {
+    sync_once(
+        Arc::clone(replica),
+        credential,
+        &SyncOptions::default(),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+}
+
+async fn eventually_json(api: &Api, path: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..400 {
+        last = api.json(path).await;
+        if ok(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{path} never matched; last: {last}");
+}
+
+#[tokio::test]
+async fn a_conflict_is_listed_and_resolved_through_the_api() {
+    let api = Api::start().await;
+    let relay = api.relay();
+    let tablet_cred = credential_for(relay, "tablet-1", Role::Store, "S1");
+    let phone_cred = credential_for(relay, "phone-7", Role::Courier, "courier-7");
+    let open = |c: &waybill_core::credential::Credential| {
+        Arc::new(Replica::open_in_memory(c.body.identity(), ReplicaOptions::default()).unwrap())
+    };
+    let (tablet, phone) = (open(&tablet_cred), open(&phone_cred));
+    let new: NewOrder = serde_json::from_value(order("S1-9")).unwrap();
+    let order_id = tablet.create_order(&new).unwrap();
+    tablet
+        .record_event(&order_id, "confirmed", &Default::default())
+        .unwrap();
+    let delivery = tablet
+        .assign_courier(&order_id, "courier-7", &Default::default())
+        .unwrap();
+    sync(&tablet, &tablet_cred).await;
+    sync(&phone, &phone_cred).await;
+    // The courier delivers while the store cancels, neither seeing the other.
+    phone
+        .record_event(&delivery, "picked_up", &Default::default())
+        .unwrap();
+    phone
+        .record_event(&delivery, "delivered", &Default::default())
+        .unwrap();
+    tablet
+        .record_event(&order_id, "cancelled", &Default::default())
+        .unwrap();
+    sync(&tablet, &tablet_cred).await;
+    sync(&phone, &phone_cred).await;
+
+    let conflicts = eventually_json(&api, "/api/v1/conflicts", |c| {
+        c["conflicts"].as_array().is_some_and(|l| !l.is_empty())
+    })
+    .await;
+    let listed = &conflicts["conflicts"][0];
+    assert_eq!(listed["kind"], "order");
+    assert_eq!(listed["id"], order_id.to_string());
+    let pair = &listed["conflicts"][0];
+    let kinds: BTreeSet<&str> = [&pair["first"]["kind"], &pair["second"]["kind"]]
+        .into_iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, BTreeSet::from(["cancelled", "completed"]));
+    let board = api.json("/api/v1/board").await;
+    assert_eq!(board["orders"]["conflict"], 1);
+
+    let path = format!("/api/v1/orders/{order_id}/resolve");
+    let res = api
+        .post(&path)
+        .json(&json!({"outcome": "completed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = api
+        .post(&path)
+        .json(&json!({"resolution": "completed", "note": "paid and delivered"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["document"]["status"], "completed", "{body}");
+    assert_eq!(body["sync"], "acknowledged");
+    eventually_json(&api, "/api/v1/conflicts", |c| {
+        c["conflicts"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    // The store sees the dispatcher's resolution.
+    sync(&tablet, &tablet_cred).await;
+    assert_eq!(tablet.order(&order_id).unwrap().status, "completed");
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_change_the_relay_refuses_is_in_the_quarantine_and_the_metrics() {
+    let api = Api::start().await;
+    let relay = api.relay();
+    // A modified app: a courier's credential on a store that writes as a store
+    // would. The relay judges by the credential and refuses the new order.
+    let courier = credential_for(relay, "phone-x", Role::Courier, "courier-9");
+    let mut identity = courier.body.identity();
+    identity.role = Role::Store;
+    identity.store_id = Some("S1".into());
+    identity.courier_id = None;
+    let rogue = Arc::new(Replica::open_in_memory(identity, ReplicaOptions::default()).unwrap());
+    let new: NewOrder = serde_json::from_value(order("S1-X")).unwrap();
+    rogue.create_order(&new).unwrap();
+    sync(&rogue, &courier).await;
+    assert_eq!(rogue.refused_changes().unwrap().len(), 1);
+
+    let quarantine = api.json("/api/v1/quarantine").await;
+    assert_eq!(quarantine["total"], 1, "{quarantine}");
+    let entry = &quarantine["entries"][0];
+    assert_eq!(entry["device_id"], "phone-x");
+    assert_eq!(entry["code"], "Forbidden");
+    assert!(entry["reason"].as_str().unwrap().len() > 10);
+
+    let metrics = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&metrics, "waybill_changes_refused_total"), 1);
+    assert!(metric(&metrics, "waybill_bytes_received_total") > 0);
+    assert!(metric(&metrics, "waybill_connections_total") >= 2);
+    assert!(metrics.contains("waybill_storage_bytes{db=\"relay\"} "));
+    let devices = api.json("/api/v1/devices").await;
+    let row = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == "phone-x")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (row["role"].as_str(), row["refused"].as_u64()),
+        (Some("courier"), Some(1))
+    );
+    // Nothing of it reached the dispatcher.
+    let orders = api.json("/api/v1/orders").await;
+    assert_eq!(orders["items"].as_array().unwrap().len(), 0);
+    api.shutdown().await;
+}

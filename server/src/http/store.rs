@@ -309,9 +309,7 @@ pub fn deliveries(conn: &Connection, q: &ListQuery) -> rusqlite::Result<Vec<Deli
 pub type StatusCounts = Vec<(String, i64)>;
 
 /// How many orders and deliveries are in each status.
-pub fn status_counts(
-    conn: &Connection,
-) -> rusqlite::Result<(StatusCounts, StatusCounts)> {
+pub fn status_counts(conn: &Connection) -> rusqlite::Result<(StatusCounts, StatusCounts)> {
     let count = |table: &str| -> rusqlite::Result<StatusCounts> {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT status, COUNT(*) FROM {table} GROUP BY status ORDER BY status"
