@@ -202,10 +202,37 @@ try {
   check("live: the new card is on the board", (await page.$("[data-testid=order-card]:has-text('POS-F')")) !== null);
   await page.screenshot({ path: join(ARTIFACTS, "05-live.png"), fullPage: true });
 
-  // Conflicts and quarantine: nothing to act on in this day.
+  // A conflict to act on: the store cancels an order its courier is delivering
+  // offline. The dispatcher resolves it on the dashboard.
+  const orderG = createOrder("tablet-1", order("POS-G", "pos"));
+  device("tablet-1", "event", orderG, "confirmed");
+  const dlvG = device("tablet-1", "assign", orderG, "--courier", "courier-7");
+  device("tablet-1", "sync");
+  device("phone-7", "sync");
+  device("phone-7", "event", dlvG, "picked_up");
+  device("phone-7", "event", dlvG, "delivered");
+  device("tablet-1", "event", orderG, "cancelled");
+  device("tablet-1", "sync");
+  device("phone-7", "sync");
+  await page.waitForFunction(() =>
+    document.querySelector("[data-testid=order-column-conflict] [data-testid=count]")?.textContent === "1", null, { timeout: 15000 })
+    .then(() => check("conflict: on the board", true))
+    .catch((e) => check("conflict: on the board", false, String(e)));
   await page.click("#tabs button[data-tab=issues]");
-  await page.waitForSelector("#conflicts p, [data-testid=conflict]");
-  equal("issues: no conflicts", (await page.$$("[data-testid=conflict]")).length, 0);
+  await page.waitForSelector("[data-testid=conflict]");
+  equal("conflict: listed once", (await page.$$("[data-testid=conflict]")).length, 1);
+  check("conflict: names both events", /cancelled by tablet-1.*completed by phone-7|completed by phone-7.*cancelled by tablet-1/s
+    .test(await page.textContent("[data-testid=conflict]")));
+  await page.screenshot({ path: join(ARTIFACTS, "05b-conflict.png"), fullPage: true });
+  await page.click("[data-testid=conflict] button.resolve[data-resolution=completed]");
+  await page.waitForSelector("#conflicts p.muted", { timeout: 15000 })
+    .then(() => check("conflict: resolved from the dashboard", true))
+    .catch((e) => check("conflict: resolved from the dashboard", false, String(e)));
+  equal("conflict: the order is completed", (await api(`/orders/${orderG}`)).status, "completed");
+  device("tablet-1", "sync");
+  equal("conflict: the store's tablet sees the resolution",
+    JSON.parse(device("tablet-1", "order", "show", orderG, "--json")).status, "completed");
+  equal("quarantine: empty", await page.textContent("[data-testid=quarantine] tbody"), "Nothing in quarantine.");
 
   // Phone and tablet screens: no sideways scrolling of the page.
   for (const [name, width, height] of [["phone", 390, 844], ["tablet", 820, 1180]]) {
