@@ -125,7 +125,7 @@ pub async fn create_order(
         .collect();
 
     // One ingest at a time: two retries of one key never both create an order.
-    let _serial = state.ingest.lock().await;
+    let serial = state.ingest.lock().await;
     let k = key.clone();
     let previous = blocking(&state, move |s| {
         Ok(store::idempotency_get(&*lock(&s.http_db)?, &k)?)
@@ -138,9 +138,9 @@ pub async fn create_order(
         return replay(&state, &previous.order_id).await;
     }
     let db = Arc::clone(&state.http_db);
-    let (order_id, verdict) = state
+    let (order_id, changes) = state
         .dispatcher
-        .write(move |replica| {
+        .apply(move |replica| {
             let id = replica.create_order(&new)?;
             let remembered = IdempotentRequest {
                 request_hash,
@@ -150,6 +150,9 @@ pub async fn create_order(
             Ok((id.clone(), vec![id]))
         })
         .await?;
+    // The key is stored: retries find it while this one waits for the relay.
+    drop(serial);
+    let verdict = state.dispatcher.settle(changes).await?;
     tracing::info!(order = %order_id, sync = verdict.as_str(), "order ingested");
     let view = order_view(&state, &order_id).await?;
     written(

@@ -15,7 +15,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Mutex;
 use waybill_core::credential::Credential;
 use waybill_core::identity::Role;
 use waybill_core::net::{SyncClient, SyncOptions, SyncStatus};
@@ -32,6 +31,16 @@ pub const DEVICE_ID: &str = "relay-dispatcher";
 pub const SETTLE: Duration = Duration::from_secs(5);
 /// The credential's validity; it is re-issued at every start of the relay.
 const VALIDITY_MS: i64 = 365 * 24 * 3600 * 1000;
+
+/// Most outbox entries read at once while finding or waiting for a write's
+/// changes (the outbox only grows while the relay is unreachable).
+const OUTBOX_SCAN: usize = 100_000;
+
+/// The changes a write made, to wait for.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    hashes: Vec<Vec<u8>>,
+}
 
 /// What the relay said about a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +74,8 @@ pub struct Dispatcher {
     /// The device's store.
     pub replica: Arc<Replica>,
     client: std::sync::Mutex<Option<SyncClient>>,
-    /// One write at a time, so each write's verdict is about its own changes.
-    writes: Mutex<()>,
+    /// One write at a time, so each write knows which changes are its own.
+    writes: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -105,7 +114,7 @@ impl Dispatcher {
         Ok(Self {
             replica,
             client: std::sync::Mutex::new(Some(client)),
-            writes: Mutex::new(()),
+            writes: Arc::new(std::sync::Mutex::new(())),
         })
     }
 
@@ -123,27 +132,42 @@ impl Dispatcher {
         &self,
         f: impl FnOnce(&Replica) -> Result<(T, Vec<DocId>), HttpError> + Send + 'static,
     ) -> Result<(T, Verdict), HttpError> {
-        let _one_at_a_time = self.writes.lock().await;
+        let (value, written) = self.apply(f).await?;
+        Ok((value, self.settle(written).await?))
+    }
+
+    /// Make a write with `f` on a blocking thread; returns what `f` returned and
+    /// the changes it made, for [`Dispatcher::settle`].
+    pub async fn apply<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Replica) -> Result<(T, Vec<DocId>), HttpError> + Send + 'static,
+    ) -> Result<(T, Written), HttpError> {
         let replica = Arc::clone(&self.replica);
-        let (value, hashes) = tokio::task::spawn_blocking(move || {
+        let one_at_a_time = Arc::clone(&self.writes);
+        tokio::task::spawn_blocking(move || {
+            // Held only while writing (never while waiting for the relay), so the
+            // outbox entries after `before` on these documents are this write's.
+            let _guard = one_at_a_time.lock().map_err(|_| {
+                HttpError::Internal("the dispatcher's write lock is poisoned".into())
+            })?;
+            let before = replica.outbox(OUTBOX_SCAN)?.last().map_or(0, |e| e.seq);
             let (value, docs) = f(&replica)?;
             let docs: Vec<String> = docs.iter().map(ToString::to_string).collect();
-            let hashes: Vec<Vec<u8>> = replica
-                .outbox(100_000)?
+            let hashes = replica
+                .outbox_after(before, OUTBOX_SCAN)?
                 .into_iter()
                 .filter(|e| docs.contains(&e.doc_id))
                 .map(|e| e.hash)
                 .collect();
-            Ok::<_, HttpError>((value, hashes))
+            Ok((value, Written { hashes }))
         })
-        .await??;
-        let verdict = self.settle(hashes).await?;
-        Ok((value, verdict))
+        .await?
     }
 
     /// Wait until none of `hashes` is waiting in the outbox any more, then say
     /// whether the relay refused any of them.
-    async fn settle(&self, hashes: Vec<Vec<u8>>) -> Result<Verdict, HttpError> {
+    pub async fn settle(&self, written: Written) -> Result<Verdict, HttpError> {
+        let hashes = written.hashes;
         if hashes.is_empty() {
             return Ok(Verdict::Acknowledged);
         }
@@ -153,7 +177,7 @@ impl Dispatcher {
             let hashes = hashes.clone();
             let verdict = tokio::task::spawn_blocking(move || {
                 let waiting = replica
-                    .outbox(100_000)?
+                    .outbox(OUTBOX_SCAN)?
                     .iter()
                     .any(|e| hashes.contains(&e.hash));
                 if waiting {

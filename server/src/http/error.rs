@@ -159,7 +159,14 @@ impl IntoResponse for HttpError {
             body["error"]["relay_code"] = json!(code);
             body["error"]["reason"] = json!(reason);
         }
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
