@@ -163,9 +163,13 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
     ));
     let ticker = tokio::spawn(tick_loop(inbox.clone()));
     let http = match options.http {
-        Some(addr) => {
-            Some(start_http(addr, &options, local_addr, &keys, &database, &telemetry).await?)
-        }
+        Some(addr) => Some(
+            http::start(
+                addr,
+                HttpContext::new(&options.data, local_addr, &keys, &telemetry),
+            )
+            .await?,
+        ),
         None => None,
     };
     Ok(RunningRelay {
@@ -180,30 +184,6 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
         ticker,
         actor_done,
     })
-}
-
-/// Start the HTTP side; its dispatcher device reaches the relay on loopback.
-async fn start_http(
-    addr: SocketAddr,
-    options: &ServeOptions,
-    quic: SocketAddr,
-    keys: &RelayKeys,
-    database: &std::path::Path,
-    telemetry: &Arc<Telemetry>,
-) -> anyhow::Result<HttpServer> {
-    let loopback: std::net::IpAddr = match quic.ip() {
-        ip if !ip.is_unspecified() => ip,
-        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-    };
-    let context = HttpContext {
-        data: options.data.clone(),
-        database: database.to_path_buf(),
-        relay_addr: SocketAddr::new(loopback, quic.port()).to_string(),
-        keys: keys.clone(),
-        telemetry: Arc::clone(telemetry),
-    };
-    Ok(http::start(addr, context).await?)
 }
 
 fn load_keys(options: &ServeOptions) -> anyhow::Result<RelayKeys> {

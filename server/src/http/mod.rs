@@ -22,7 +22,7 @@ pub mod kpi;
 pub mod metrics;
 pub mod store;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -64,6 +64,31 @@ pub struct HttpContext {
     pub keys: RelayKeys,
     /// Counters and presence from the relay's tasks.
     pub telemetry: Arc<Telemetry>,
+}
+
+impl HttpContext {
+    /// The context of the relay with data directory `data` listening for QUIC on
+    /// `quic`: its dispatcher device connects over loopback when the relay
+    /// listens on every interface.
+    pub fn new(
+        data: &std::path::Path,
+        quic: SocketAddr,
+        keys: &RelayKeys,
+        telemetry: &Arc<Telemetry>,
+    ) -> Self {
+        let ip: IpAddr = match quic.ip() {
+            ip if !ip.is_unspecified() => ip,
+            IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        };
+        Self {
+            data: data.to_path_buf(),
+            database: data.join(crate::service::DATABASE_FILE),
+            relay_addr: SocketAddr::new(ip, quic.port()).to_string(),
+            keys: keys.clone(),
+            telemetry: Arc::clone(telemetry),
+        }
+    }
 }
 
 /// Shared by every handler.
