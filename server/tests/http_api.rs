@@ -810,3 +810,44 @@ async fn a_change_the_relay_refuses_is_in_the_quarantine_and_the_metrics() {
     assert_eq!(orders["items"].as_array().unwrap().len(), 0);
     api.shutdown().await;
 }
+
+#[test]
+fn admin_token_prints_a_token_only_for_a_relay_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let waybill = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_waybill"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let data = dir.path().join("relay");
+    let data_arg = data.to_str().unwrap();
+    let refused = waybill(&["admin-token", "--data", data_arg]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("holds no relay"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "a typo in --data creates nothing");
+
+    let enrolled = waybill(&[
+        "enroll",
+        "--data",
+        data_arg,
+        "--role",
+        "dispatcher",
+        "--out",
+        dir.path().join("d.cred").to_str().unwrap(),
+    ]);
+    assert!(enrolled.status.success());
+    let first = waybill(&["admin-token", "--data", data_arg]);
+    assert!(first.status.success());
+    let first = String::from_utf8(first.stdout).unwrap().trim().to_owned();
+    assert!(first.starts_with("wbt_") && first.len() == 68, "{first}");
+    assert!(auth::verify(&data, &first).unwrap());
+    let second = waybill(&["admin-token", "--data", data_arg, "--revoke-all"]);
+    let second = String::from_utf8(second.stdout).unwrap().trim().to_owned();
+    assert!(!auth::verify(&data, &first).unwrap());
+    assert!(auth::verify(&data, &second).unwrap());
+}
