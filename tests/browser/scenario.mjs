@@ -124,12 +124,14 @@ try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
   page.on("pageerror", (e) => check("no script error", false, String(e)));
+  const cspViolations = [];
+  page.on("console", (m) => { if (m.type() === "error" && /Content Security Policy/.test(m.text())) cspViolations.push(m.text()); });
   await page.goto(base + "/");
 
   // A wrong token is refused; the right one opens the board.
   await page.fill("#token", "wbt_wrong");
   await page.click("#login-form button");
-  await page.waitForFunction(() => document.querySelector("#login-error").textContent.length > 0);
+  await page.waitForSelector("#login-error:not(:empty)");
   check("a wrong token is refused", await page.isVisible("#login"));
   await page.fill("#token", token);
   await page.click("#login-form button");
@@ -194,8 +196,8 @@ try {
   await page.evaluate(() => { window.__sameDocument = true; });
   createOrder("tablet-1", order("POS-F", "pos"));
   device("tablet-1", "sync");
-  await page.waitForFunction(() =>
-    document.querySelector("[data-testid=order-column-placed] [data-testid=count]")?.textContent === "2", null, { timeout: 15000 })
+  // Selectors, not waitForFunction: the dashboard's CSP forbids eval.
+  await page.waitForSelector('[data-testid=order-column-placed] [data-testid=count]:text-is("2")', { timeout: 15000 })
     .then(() => check("live: the new order appears without a reload", true))
     .catch((e) => check("live: the new order appears without a reload", false, String(e)));
   check("live: the page was not reloaded", await page.evaluate(() => window.__sameDocument === true));
@@ -214,8 +216,7 @@ try {
   device("tablet-1", "event", orderG, "cancelled");
   device("tablet-1", "sync");
   device("phone-7", "sync");
-  await page.waitForFunction(() =>
-    document.querySelector("[data-testid=order-column-conflict] [data-testid=count]")?.textContent === "1", null, { timeout: 15000 })
+  await page.waitForSelector('[data-testid=order-column-conflict] [data-testid=count]:text-is("1")', { timeout: 15000 })
     .then(() => check("conflict: on the board", true))
     .catch((e) => check("conflict: on the board", false, String(e)));
   await page.click("#tabs button[data-tab=issues]");
@@ -233,6 +234,8 @@ try {
   equal("conflict: the store's tablet sees the resolution",
     JSON.parse(device("tablet-1", "order", "show", orderG, "--json")).status, "completed");
   equal("quarantine: empty", await page.textContent("[data-testid=quarantine] tbody"), "Nothing in quarantine.");
+
+  equal("the dashboard runs within its Content-Security-Policy", cspViolations, []);
 
   // Phone and tablet screens: no sideways scrolling of the page.
   for (const [name, width, height] of [["phone", 390, 844], ["tablet", 820, 1180]]) {

@@ -26,7 +26,7 @@ function ago(ms, now) {
   return Math.round(s / 86400) + " d ago";
 }
 function money(amount, currency) {
-  return Number(amount).toLocaleString("en") + " " + (currency || "");
+  return Number(amount).toLocaleString("en") + " " + esc(currency || "");
 }
 function duration(ms) {
   if (ms == null) return "—";
