@@ -728,7 +728,10 @@ pub async fn kpis(
             }
             facts.push(OrderFacts { order, deliveries });
         }
-        Ok(Json(kpi::compute(&facts, from_ms, to_ms)))
+        let truncated = facts.len() >= KPI_MAX_ORDERS;
+        let mut kpis = kpi::compute(&facts, from_ms, to_ms);
+        kpis.truncated = truncated;
+        Ok(Json(kpis))
     })
     .await
 }

@@ -94,6 +94,9 @@ pub struct Kpis {
     pub unreconciled_cash: Amounts,
     /// Orders with unreconciled cash.
     pub unreconciled_orders: Vec<String>,
+    /// True when the range held more orders than one request reads (the newest
+    /// ones were counted); narrow the range.
+    pub truncated: bool,
 }
 
 /// Compute the KPIs of orders created in `[from_ms, to_ms)`.
@@ -123,6 +126,7 @@ pub fn compute(facts: &[OrderFacts], from_ms: i64, to_ms: i64) -> Kpis {
         cash_per_courier: BTreeMap::new(),
         unreconciled_cash: BTreeMap::new(),
         unreconciled_orders: Vec::new(),
+        truncated: false,
     };
     let mut fulfilment = Vec::new();
     let (mut on_time, mut with_window) = (0, 0);

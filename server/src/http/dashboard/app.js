@@ -262,7 +262,7 @@ async function loadKpis() {
   const unreconciled = Object.entries(k.unreconciled_cash).map(([c, v]) => money(v, c)).join(", ") || "0";
   const card = (id, label, value, sub) => `<div class="kpi" data-testid="kpi-${id}"><div class="label">${label}</div><div class="value" data-testid="kpi-value">${value}</div><div class="sub">${sub || ""}</div></div>`;
   $("#kpi-cards").innerHTML = [
-    card("orders", "Orders", k.orders, `${when(k.from_ms)} → ${when(k.to_ms)}`),
+    card("orders", "Orders", k.orders, `${when(k.from_ms)} → ${when(k.to_ms)}${k.truncated ? " (newest only: narrow the range)" : ""}`),
     card("p50", "Fulfilment p50", duration(k.fulfilment_p50_ms), `${k.fulfilled} completed`),
     card("p90", "Fulfilment p90", duration(k.fulfilment_p90_ms), "order to completed"),
     card("on-time", "On-time delivery", pct(k.on_time), `${k.on_time.count} of ${k.on_time.of} with a window`),
