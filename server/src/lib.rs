@@ -1,8 +1,10 @@
 //! The Waybill relay: storage, keys, QUIC service and the operators' command line.
 
+pub mod admin_store;
 pub mod bus;
 pub mod cli;
 pub mod enroll;
+pub mod http;
 pub mod keys;
 pub mod log_store;
 pub mod pg_log_store;

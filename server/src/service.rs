@@ -16,10 +16,12 @@
 
 mod actor;
 mod connection;
+pub mod telemetry;
 #[cfg(test)]
 mod tests;
 
 use crate::bus::{Bus, InProcessBus, NatsBus};
+use crate::http::{self, HttpContext, HttpServer};
 use crate::keys::{self, RelayKeys};
 use crate::log_store::SqliteLogStore;
 use crate::pg_log_store::PgLogStore;
@@ -32,6 +34,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use telemetry::Telemetry;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use waybill_core::sync::{CommitNotice, Relay, RelayConfig};
@@ -88,6 +91,8 @@ pub struct ServeOptions {
     pub tick: Duration,
     /// Tuning of the relay state machine.
     pub config: RelayConfig,
+    /// TCP address for the HTTP API, dashboard and metrics (`--http`); none: off.
+    pub http: Option<SocketAddr>,
 }
 
 impl ServeOptions {
@@ -105,6 +110,7 @@ impl ServeOptions {
             bus: None,
             tick: TICK,
             config: RelayConfig::default(),
+            http: None,
         }
     }
 }
@@ -117,6 +123,10 @@ pub struct RunningRelay {
     pub keys: RelayKeys,
     /// The relay database, when the log is on SQLite (None on PostgreSQL).
     pub database: Option<PathBuf>,
+    /// Counters and device presence (what `/metrics` and the dashboard show).
+    pub telemetry: Arc<Telemetry>,
+    /// The HTTP API and dashboard, when started with `http`.
+    pub http: Option<HttpServer>,
     endpoint: Endpoint,
     inbox: mpsc::Sender<ToActor>,
     accept: JoinHandle<()>,
@@ -165,6 +175,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
     let local_addr = endpoint.local_addr()?;
 
     let (inbox, rx) = mpsc::channel(INBOX);
+    let telemetry = Arc::new(Telemetry::default());
     let (verifier, config, relay_id) = (
         keys.issuer.verifier(),
         options.config.clone(),
@@ -184,7 +195,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
                 tracing::info!(database = %database.display(), "relay log on SQLite");
                 Ok(Relay::new(store, verifier, config))
             };
-            Actor::spawn(open, rx, bus.clone()).await?
+            Actor::spawn(open, rx, bus.clone(), Arc::clone(&telemetry)).await?
         }
         Some(url) => {
             let url = url.clone();
@@ -194,16 +205,33 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
                 tracing::info!("relay log on PostgreSQL");
                 Ok(Relay::new(store, verifier, config))
             };
-            Actor::spawn(open, rx, bus.clone()).await?
+            Actor::spawn(open, rx, bus.clone(), Arc::clone(&telemetry)).await?
         }
     };
-    let accept = tokio::spawn(accept_loop(endpoint.clone(), inbox.clone()));
+    let accept = tokio::spawn(accept_loop(
+        endpoint.clone(),
+        inbox.clone(),
+        Arc::clone(&telemetry),
+    ));
     let ticker = tokio::spawn(tick_loop(inbox.clone(), options.tick));
     let listener = tokio::spawn(listen_loop(bus.subscribe(), inbox.clone()));
+    let http = match options.http {
+        Some(addr) => Some(
+            http::start(
+                addr,
+                HttpContext::new(&options.data, local_addr, &keys, &telemetry)
+                    .with_postgres(options.postgres.clone()),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     Ok(RunningRelay {
         local_addr,
         keys,
         database,
+        telemetry,
+        http,
         endpoint,
         inbox,
         accept,
@@ -255,11 +283,16 @@ async fn tick_loop(inbox: mpsc::Sender<ToActor>, tick: Duration) {
     }
 }
 
-async fn accept_loop(endpoint: Endpoint, inbox: mpsc::Sender<ToActor>) {
+async fn accept_loop(endpoint: Endpoint, inbox: mpsc::Sender<ToActor>, telemetry: Arc<Telemetry>) {
     let next = Arc::new(AtomicU64::new(1));
     while let Some(incoming) = endpoint.accept().await {
         let conn = next.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(connection::run(incoming, conn, inbox.clone()));
+        tokio::spawn(connection::run(
+            incoming,
+            conn,
+            inbox.clone(),
+            Arc::clone(&telemetry),
+        ));
     }
 }
 
@@ -268,6 +301,9 @@ impl RunningRelay {
     /// shutting down, give them a moment to hear it, then close. Everything
     /// acknowledged is already durable (acknowledgements follow the commit).
     pub async fn shutdown(self) {
+        if let Some(http) = self.http {
+            http.shutdown().await;
+        }
         self.endpoint.set_server_config(None);
         self.accept.abort();
         self.ticker.abort();

@@ -8,18 +8,14 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use waybill_core::Role;
-use waybill_core::sync::{LogStore, LogStoreError, QuarantinedChange};
 
 use super::output::{quarantined_change, utc_timestamp, write_json, write_line};
 use super::{CliError, now_ms};
+use crate::admin_store::{AdminStore, AdminStoreError};
 use crate::enroll::{self, EnrollRequest};
 use crate::keys;
-use crate::log_store::SqliteLogStore;
-use crate::pg_log_store::PgLogStore;
-use crate::service::DATABASE_FILE;
 
 /// The relay id file `keys` creates; its presence says a directory holds a relay.
-const RELAY_ID_FILE: &str = "relay-id";
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
 /// A device role, as the command line spells it.
@@ -257,54 +253,10 @@ pub(crate) fn quarantine(command: &QuarantineCommand, out: &mut dyn Write) -> Re
     }
 }
 
-/// The relay log an operator's command works on: `relay.db` in the data
-/// directory, or the deployment's PostgreSQL database.
-enum AdminStore {
-    Sqlite(SqliteLogStore),
-    Postgres(Box<PgLogStore>),
-}
-
-impl AdminStore {
-    fn revoke(&mut self, device_id: &str) -> Result<(), LogStoreError> {
-        match self {
-            Self::Sqlite(s) => s.revoke(device_id),
-            Self::Postgres(s) => s.revoke(device_id),
-        }
-    }
-
-    fn quarantine_list(&self) -> Result<Vec<(i64, QuarantinedChange)>, LogStoreError> {
-        match self {
-            Self::Sqlite(s) => s.quarantine_list(),
-            Self::Postgres(s) => s.quarantine_list(),
-        }
-    }
-
-    fn quarantine_entry(&self, id: i64) -> Result<Option<(i64, QuarantinedChange)>, LogStoreError> {
-        match self {
-            Self::Sqlite(s) => s.quarantine_entry(id),
-            Self::Postgres(s) => s.quarantine_entry(id),
-        }
-    }
-}
-
-/// The relay log of an existing relay directory. A directory without a relay
-/// is refused rather than given fresh keys: a typo in --data must not create a
-/// second relay identity. Only the relay id is read (not the keys, which may be
-/// the operator's own certificate elsewhere); a log that exists keeps the id it
-/// was created with anyway.
 fn open_log_store(data: &Path, postgres: Option<&str>) -> Result<AdminStore, CliError> {
-    let id_file = data.join(RELAY_ID_FILE);
-    let relay_id = match std::fs::read_to_string(&id_file) {
-        Ok(text) => text.trim().to_owned(),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(CliError::NoRelay {
-                data: data.to_path_buf(),
-            });
-        }
-        Err(err) => return Err(CliError::io(id_file.display(), err)),
-    };
-    Ok(match postgres {
-        Some(url) => AdminStore::Postgres(Box::new(PgLogStore::connect(url, &relay_id)?)),
-        None => AdminStore::Sqlite(SqliteLogStore::open(&data.join(DATABASE_FILE), &relay_id)?),
+    AdminStore::open(data, postgres).map_err(|e| match e {
+        AdminStoreError::NoRelay(data) => CliError::NoRelay { data },
+        AdminStoreError::Io { path, source } => CliError::io(path.display(), source),
+        AdminStoreError::Store(e) => e.into(),
     })
 }

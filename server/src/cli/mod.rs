@@ -9,6 +9,7 @@
 //! Usage mistakes are clap's, with exit code 2.
 
 mod admin;
+mod admin_token;
 mod device;
 mod device_args;
 mod output;
@@ -27,6 +28,7 @@ use waybill_core::net::NetError;
 use waybill_core::sync::LogStoreError;
 
 pub use admin::{EnrollArgs, QuarantineCommand, RevokeArgs, RoleArg};
+pub use admin_token::AdminTokenArgs;
 pub use device_args::{
     DeviceAction, DeviceArgs, DeviceCommand, MethodArg, OrderCommand, ShowDeliveryCommand,
 };
@@ -58,6 +60,8 @@ pub enum Command {
     },
     /// Act as a device on a local store file (orders, deliveries, sync).
     Device(DeviceArgs),
+    /// Print a new admin token for the HTTP API and dashboard.
+    AdminToken(AdminTokenArgs),
 }
 
 impl Cli {
@@ -186,6 +190,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Revoke(args) => admin::revoke(&args, out),
         Command::Quarantine { command } => admin::quarantine(&command, out),
         Command::Device(args) => device::run(args, out),
+        Command::AdminToken(args) => admin_token::run(&args, out),
     }
 }
 

@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// devices get changes accepted here at once (e.g. `nats://10.0.0.5:4222`).
     #[arg(long, env = "WAYBILL_NATS", value_name = "URL")]
     pub nats: Option<String>,
+    /// TCP address for the HTTP API, the dashboard, /metrics and /health
+    /// (off unless given).
+    #[arg(long, env = "WAYBILL_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
 }
 
 /// Run the relay on a multi-threaded runtime until a signal asks it to stop.
@@ -62,6 +66,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         bus: None,
         tick: service::TICK,
         config: RelayConfig::default(),
+        http: args.http,
     };
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;

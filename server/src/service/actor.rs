@@ -3,6 +3,7 @@
 //! room.
 
 use super::close_code;
+use super::telemetry::Telemetry;
 use crate::bus::Bus;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,6 +65,7 @@ pub(crate) struct Actor<S: LogStore> {
     peers: HashMap<ConnId, Peer>,
     shutdown: Option<oneshot::Sender<()>>,
     bus: Arc<dyn Bus>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl<S: LogStore + 'static> Actor<S> {
@@ -74,6 +76,7 @@ impl<S: LogStore + 'static> Actor<S> {
         open: impl FnOnce() -> anyhow::Result<Relay<S>> + Send + 'static,
         mut inbox: mpsc::Receiver<ToActor>,
         bus: Arc<dyn Bus>,
+        telemetry: Arc<Telemetry>,
     ) -> anyhow::Result<oneshot::Receiver<()>> {
         let (done, ended) = oneshot::channel();
         let (ready, opened) = oneshot::channel::<anyhow::Result<()>>();
@@ -93,6 +96,7 @@ impl<S: LogStore + 'static> Actor<S> {
                     peers: HashMap::new(),
                     shutdown: None,
                     bus,
+                    telemetry,
                 };
                 while let Some(event) = inbox.blocking_recv() {
                     actor.on(event);
@@ -123,6 +127,7 @@ impl<S: LogStore + 'static> Actor<S> {
                 span,
             } => {
                 self.relay.connect(conn);
+                self.telemetry.connected(conn);
                 self.peers.insert(
                     conn,
                     Peer {
@@ -147,10 +152,13 @@ impl<S: LogStore + 'static> Actor<S> {
             ToActor::Drained { conn } => self.pump(conn),
             ToActor::Disconnected { conn } => {
                 self.relay.disconnect(conn);
+                self.telemetry.disconnected(conn);
                 self.peers.remove(&conn);
                 self.finish_shutdown_if_done();
             }
             ToActor::Tick => {
+                self.telemetry
+                    .set_head(self.relay.store().head().unwrap_or(0));
                 for conn in self.relay.tick(now_ms()) {
                     self.pump(conn);
                 }
@@ -172,6 +180,7 @@ impl<S: LogStore + 'static> Actor<S> {
 
     fn on_message(&mut self, conn: ConnId, message: Message) {
         let now = now_ms();
+        self.telemetry.inbound(conn, &message);
         let woken = self.in_span(conn, |relay| relay.handle(conn, message, now));
         self.record_device(conn);
         for woken in woken {
@@ -196,6 +205,7 @@ impl<S: LogStore + 'static> Actor<S> {
         }
         if let Some(identity) = self.relay.peer(conn) {
             peer.span.record("device", identity.device_id.as_str());
+            self.telemetry.identified(conn, identity);
             peer.device_known = true;
         }
     }
@@ -223,6 +233,7 @@ impl<S: LogStore + 'static> Actor<S> {
                             _ => close_code::REFUSED,
                         };
                     }
+                    self.telemetry.outbound(conn, &message);
                     permit.send(Outbound::Message(message));
                 }
                 None => {
