@@ -7,103 +7,27 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use waybill_core::Replica;
 use waybill_core::credential::Credential;
-use waybill_core::model::NewOrder;
 use waybill_core::net::{NetError, SyncOptions, SyncReport, sync_once};
-use waybill_core::replica::ReplicaOptions;
-use waybill_core::store::{Durability, StoreOptions};
 use waybill_server::testing::{PgSchema, nats_server};
+
+mod support;
+
+use support::{
+    RelayProcess, enroll_store, file_replica, free_udp_port, order, outbox_hashes, serve,
+};
 
 const ORDERS: usize = 3_000;
 
-/// Kills the node when the test ends, however it ends.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn waybill() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_waybill"))
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_node(data: &Path, port: u16, postgres: &str, nats: Option<&str>) -> Node {
-    let mut command = waybill();
-    command
-        .args(["serve", "--data"])
-        .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--postgres", postgres]);
+fn start_node(data: &Path, port: u16, postgres: &str, nats: Option<&str>) -> RelayProcess {
+    let mut extra = vec!["--postgres", postgres];
     if let Some(nats) = nats {
-        command.args(["--nats", nats]);
+        extra.extend(["--nats", nats]);
     }
-    let child = command
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Node(child)
-}
-
-fn order(n: usize) -> NewOrder {
-    serde_json::from_value(serde_json::json!({
-        "number": format!("S1-{n:06}"), "channel": "pos", "store": "S1",
-        "customer": {"id": format!("c-{n}"), "name": "Walk-in", "phone": "", "address": ""},
-        "currency": "IRR", "fulfilment": "pickup",
-        "lines": [{"sku": "TEA-500", "name": "Black tea 500 g", "qty": 1, "unit_price": 1_850_000}]
-    }))
-    .unwrap()
-}
-
-fn enroll(data: &Path, store: &str, port: u16, out: &Path) -> Credential {
-    let status = waybill()
-        .args(["enroll", "--data"])
-        .arg(data)
-        .args(["--role", "store", "--store", store, "--relay-addr"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--out")
-        .arg(out)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    Credential::load(out).unwrap()
-}
-
-fn replica(path: &Path, credential: &Credential) -> Arc<Replica> {
-    let options = ReplicaOptions {
-        store: StoreOptions {
-            durability: Durability::Normal,
-            ..StoreOptions::default()
-        },
-        ..ReplicaOptions::default()
-    };
-    Arc::new(Replica::open(path, credential.body.identity(), options).unwrap())
-}
-
-fn outbox_hashes(replica: &Replica) -> HashSet<Vec<u8>> {
-    replica
-        .outbox(usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.hash)
-        .collect()
+    serve(data, port, &extra)
 }
 
 /// Sync through `addr`, retrying while the node is still starting.
@@ -150,8 +74,8 @@ fn a_node_killed_mid_upload_loses_nothing_and_its_devices_resume_elsewhere() {
     let data: Vec<_> = (0..3)
         .map(|i| dir.path().join(format!("node{i}")))
         .collect();
-    let tablet_cred = enroll(&data[0], "S1", ports[0], &dir.path().join("tablet.cred"));
-    let reader_cred = enroll(&data[0], "S1", ports[2], &dir.path().join("reader.cred"));
+    let tablet_cred = enroll_store(&data[0], "S1", ports[0], &dir.path().join("tablet.cred"));
+    let reader_cred = enroll_store(&data[0], "S1", ports[2], &dir.path().join("reader.cred"));
     for target in &data[1..] {
         std::fs::create_dir_all(target).unwrap();
         for file in std::fs::read_dir(&data[0]).unwrap() {
@@ -159,11 +83,11 @@ fn a_node_killed_mid_upload_loses_nothing_and_its_devices_resume_elsewhere() {
             std::fs::copy(file.path(), target.join(file.file_name())).unwrap();
         }
     }
-    let mut nodes: Vec<Option<Node>> = (0..3)
+    let mut nodes: Vec<Option<RelayProcess>> = (0..3)
         .map(|i| Some(start_node(&data[i], ports[i], &pg.url, nats.as_deref())))
         .collect();
 
-    let tablet = replica(&dir.path().join("tablet.db"), &tablet_cred);
+    let tablet = file_replica(&dir.path().join("tablet.db"), &tablet_cred);
     for n in 0..ORDERS {
         tablet.create_order(&order(n)).unwrap();
     }
@@ -180,9 +104,7 @@ fn a_node_killed_mid_upload_loses_nothing_and_its_devices_resume_elsewhere() {
         assert!(Instant::now() < deadline, "no upload was acknowledged");
         std::thread::sleep(Duration::from_millis(2));
     }
-    let mut killed = nodes[0].take().unwrap();
-    killed.0.kill().unwrap(); // SIGKILL
-    killed.0.wait().unwrap();
+    nodes[0].take().unwrap().kill(); // SIGKILL
     uploading.abort();
     let _ = runtime.block_on(uploading);
     let acknowledged: HashSet<Vec<u8>> = all.difference(&outbox_hashes(&tablet)).cloned().collect();
@@ -212,7 +134,7 @@ fn a_node_killed_mid_upload_loses_nothing_and_its_devices_resume_elsewhere() {
     assert_eq!(tablet.pending_uploads().unwrap(), 0, "{report:?}");
 
     // A device on node 2 receives every order exactly once.
-    let reader = replica(&dir.path().join("reader.db"), &reader_cred);
+    let reader = file_replica(&dir.path().join("reader.db"), &reader_cred);
     let received = runtime
         .block_on(sync_via(&reader, &reader_cred, &addr(2)))
         .unwrap();
