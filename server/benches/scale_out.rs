@@ -53,9 +53,11 @@ struct Figures {
     latency_ms: Vec<f64>,
 }
 
+/// An order of writer `writer`'s own store (writers do not see each other's orders,
+/// so the ingest figure is the relay's, not the fan-out's).
 fn order(writer: usize, n: usize) -> NewOrder {
     serde_json::from_value(serde_json::json!({
-        "number": format!("W{writer:02}-{n:06}"), "channel": "web", "store": "S1",
+        "number": format!("W{writer:02}-{n:06}"), "channel": "web", "store": format!("S{writer}"),
         "customer": {"id": format!("c-{writer}-{n}"), "name": "Dana Roe",
                      "phone": "+98 912 000 0000", "address": "12 Vali-e Asr, Tehran"},
         "currency": "IRR", "fulfilment": "delivery", "note": "leave at the door",
@@ -68,7 +70,7 @@ fn order(writer: usize, n: usize) -> NewOrder {
     .unwrap()
 }
 
-fn credential(relay: &RunningRelay, device: &str) -> Credential {
+fn credential(relay: &RunningRelay, device: &str, store: usize) -> Credential {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -78,7 +80,7 @@ fn credential(relay: &RunningRelay, device: &str) -> Credential {
         &EnrollRequest {
             role: Role::Store,
             courier: None,
-            store: Some("S1".into()),
+            store: Some(format!("S{store}")),
             device_id: Some(device.into()),
             relay_addr: relay.local_addr.to_string(),
             valid_for_ms: 3_600_000,
@@ -133,7 +135,7 @@ async fn measure(setup: &Setup, pg: Option<&str>, nats: Option<&str>) -> Figures
     // once, spread over the nodes.
     let mut devices = Vec::new();
     for w in 0..writers {
-        let cred = credential(&nodes[w % nodes.len()], &format!("writer-{w}"));
+        let cred = credential(&nodes[w % nodes.len()], &format!("writer-{w}"), w);
         let device = replica(&cred);
         for n in 0..per_writer {
             device.create_order(&order(w, n)).unwrap();
@@ -163,8 +165,8 @@ async fn measure(setup: &Setup, pg: Option<&str>, nats: Option<&str>) -> Figures
 
     // Propagation: a writer live on the first node, a reader live on the last.
     let (w_cred, r_cred) = (
-        credential(&nodes[0], "latency-writer"),
-        credential(&nodes[nodes.len() - 1], "latency-reader"),
+        credential(&nodes[0], "latency-writer", 99),
+        credential(&nodes[nodes.len() - 1], "latency-reader", 99),
     );
     let (writer, reader) = (replica(&w_cred), replica(&r_cred));
     let order_id: DocId = writer.create_order(&order(99, 0)).unwrap();

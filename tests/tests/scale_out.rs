@@ -55,6 +55,45 @@ fn same_heads(a: &Replica, b: &Replica, ids: &[DocId]) -> bool {
         .all(|id| a.heads(id).unwrap() == b.heads(id).unwrap())
 }
 
+/// Where the changes one device has and another lacks are in the shared log (for
+/// the failure message).
+async fn locate(url: &str, differ: &[(String, Vec<String>, Vec<String>)]) -> Vec<String> {
+    let missing: Vec<String> = differ
+        .iter()
+        .flat_map(|(_, theirs, mine)| theirs.iter().filter(|h| !mine.contains(h)).cloned())
+        .collect();
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut db = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let head: i64 = db
+            .query_one("SELECT head FROM log_head", &[])
+            .unwrap()
+            .get(0);
+        missing
+            .iter()
+            .map(|hex| {
+                let hash: Vec<u8> = (0..hex.len() / 2)
+                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+                    .collect();
+                let logged = db
+                    .query_opt("SELECT seq, device_id FROM log WHERE hash = $1", &[&hash])
+                    .unwrap()
+                    .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)));
+                let waiting = db
+                    .query_opt("SELECT device_id FROM waiting WHERE hash = $1", &[&hash])
+                    .unwrap()
+                    .map(|r| r.get::<_, String>(0));
+                format!(
+                    "{}: logged {logged:?}, waiting {waiting:?}, head {head}",
+                    &hex[..8]
+                )
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
 #[test]
 fn three_nodes_on_postgres_converge_with_the_in_process_bus() {
     let Some(pg) = PgSchema::for_test("converge_local") else {
@@ -161,10 +200,15 @@ async fn three_nodes_converge(pg: &PgSchema, link: Link) {
                 )
             })
             .collect();
-        assert!(
-            differ.is_empty(),
-            "every order converged; pending uploads {pending:?}; differ {differ:?}"
-        );
+        if !differ.is_empty() {
+            let which = if Arc::ptr_eq(device, &b) {
+                "b"
+            } else {
+                "console"
+            };
+            let found = locate(&pg.url, &differ).await;
+            panic!("{which} diverged from a (pending uploads {pending:?}): {found:?}");
+        }
     }
     assert!(same_heads(&console, &phone, &deliveries));
     assert!(same_heads(&console, &phone, &ids[..10]));
