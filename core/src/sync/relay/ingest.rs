@@ -289,6 +289,10 @@ impl<S: LogStore> Relay<S> {
             .max()
             .or_else(|| (!touched.is_empty()).then_some(0))
         {
+            if self.committed.len() >= super::MAX_NOTICES {
+                // Nobody is reading them: notices are hints, the oldest can go.
+                self.committed.pop_front();
+            }
             self.committed.push_back(CommitNotice {
                 through,
                 doc_ids: touched.into_iter().collect(),

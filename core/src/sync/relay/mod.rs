@@ -25,6 +25,9 @@ use full_sync::DocSyncs;
 use std::collections::{BTreeMap, VecDeque};
 use visibility::ViewDelta;
 
+/// How many commit notices wait for [`Relay::poll_committed`] at most.
+pub const MAX_NOTICES: usize = 4096;
+
 /// A connection, as numbered by the driver.
 pub type ConnId = u64;
 
@@ -120,7 +123,8 @@ impl<S: LogStore> Relay<S> {
     }
 
     /// The next commit to announce to other relay nodes sharing the store, oldest
-    /// first. A single relay may ignore these (drain them, or not: they are few).
+    /// first. A single relay may ignore these: past [`MAX_NOTICES`] unread ones the
+    /// oldest are dropped (other nodes would catch up at their tick anyway).
     pub fn poll_committed(&mut self) -> Option<CommitNotice> {
         self.committed.pop_front()
     }
