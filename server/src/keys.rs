@@ -27,7 +27,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use waybill_core::credential::{CredentialError, CredentialIssuer};
 use waybill_core::net::tls::{self, TlsError};
 
-const RELAY_ID_FILE: &str = "relay-id";
+/// The file in the data directory holding the relay id.
+pub const RELAY_ID_FILE: &str = "relay-id";
 const SIGNING_KEY_FILE: &str = "credential-signing.key";
 const CERT_FILE: &str = "relay-cert.pem";
 const KEY_FILE: &str = "relay-key.pem";

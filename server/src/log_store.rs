@@ -22,6 +22,7 @@ use waybill_core::sync::{
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_relay_log.sql"),
     include_str!("migrations/0002_audience.sql"),
+    include_str!("migrations/0003_doc_version.sql"),
 ];
 
 /// The relay database schema version this build creates and reads.
@@ -94,6 +95,8 @@ impl From<Failure> for LogStoreError {
 }
 
 type Res<T> = std::result::Result<T, Failure>;
+
+const DOC_VERSION_SQL: &str = "SELECT version FROM doc_version WHERE doc_id = ?1";
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -309,6 +312,30 @@ impl SqliteLogStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
+            if !batch.expect.is_empty() {
+                let mut version = tx.prepare_cached(DOC_VERSION_SQL)?;
+                let stale = batch
+                    .stale_docs(|doc| {
+                        let found: Option<u64> = version
+                            .query_row([doc], |r| r.get(0))
+                            .optional()
+                            .map_err(|e| Failure::from(e).0)?;
+                        Ok(found.unwrap_or(0))
+                    })
+                    .map_err(Failure)?;
+                if !stale.is_empty() {
+                    return Err(Failure(LogStoreError::Conflict(stale)));
+                }
+            }
+            {
+                let mut bump = tx.prepare_cached(
+                    "INSERT INTO doc_version (doc_id, version) VALUES (?1, 1)
+                     ON CONFLICT (doc_id) DO UPDATE SET version = version + 1",
+                )?;
+                for doc in batch.touched_docs() {
+                    bump.execute([doc])?;
+                }
+            }
             if !batch.log.is_empty() {
                 let mut next = Self::head_in(&tx)? + 1;
                 let mut insert = tx.prepare_cached(
@@ -480,6 +507,17 @@ impl LogStore for SqliteLogStore {
 
     fn doc_changes(&self, doc_id: &str) -> Result<Vec<Vec<u8>>, LogStoreError> {
         Ok(self.changes_of(doc_id)?)
+    }
+
+    fn doc_version(&self, doc_id: &str) -> Result<u64, LogStoreError> {
+        let found = (|| -> Res<Option<u64>> {
+            Ok(self
+                .conn
+                .prepare_cached(DOC_VERSION_SQL)?
+                .query_row([doc_id], |r| r.get(0))
+                .optional()?)
+        })()?;
+        Ok(found.unwrap_or(0))
     }
 
     fn doc_ids(&self) -> Result<Vec<String>, LogStoreError> {

@@ -47,6 +47,7 @@ use waybill_core::sync::{
 const MIGRATIONS: &[&str] = &[
     include_str!("pg_migrations/0001_relay_log.sql"),
     include_str!("pg_migrations/0002_audience.sql"),
+    include_str!("pg_migrations/0003_doc_version.sql"),
 ];
 
 /// The relay schema version this build creates and reads.
@@ -57,6 +58,7 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 const MIGRATION_LOCK: i32 = 0x5759_524C;
 
 /// Lock the head row until commit and read it: the serialization point of the log.
+const DOC_VERSION_SQL: &str = "SELECT version FROM doc_version WHERE doc_id = $1";
 const LOCK_HEAD_SQL: &str = "SELECT head FROM log_head WHERE singleton FOR UPDATE";
 
 /// The relay's log, quarantine and revocations in a PostgreSQL schema.
@@ -247,6 +249,32 @@ fn migrate(client: &mut Client, requested: &str) -> Result<String, LogStoreError
 }
 
 impl PgLogStore {
+    /// The quarantine with ids, oldest first (`waybill quarantine list --postgres`).
+    pub fn quarantine_list(&self) -> Result<Vec<(i64, QuarantinedChange)>, LogStoreError> {
+        self.rows(
+            "SELECT id, doc_id, hash, bytes, device_id, code, reason, at_ms
+             FROM quarantine ORDER BY id",
+            &[],
+            numbered_quarantine_row,
+        )
+    }
+
+    /// One quarantined change by id (`waybill quarantine show --postgres`).
+    pub fn quarantine_entry(
+        &self,
+        id: i64,
+    ) -> Result<Option<(i64, QuarantinedChange)>, LogStoreError> {
+        Ok(self
+            .rows(
+                "SELECT id, doc_id, hash, bytes, device_id, code, reason, at_ms
+                 FROM quarantine WHERE id = $1",
+                &[&id],
+                numbered_quarantine_row,
+            )?
+            .into_iter()
+            .next())
+    }
+
     /// Connect to PostgreSQL at `url` (a `postgres://` URL or a key=value string) and
     /// bring the relay schema in the connection's current schema up to date. A new
     /// schema records `relay_id`; an existing one keeps the id it was created with
@@ -312,6 +340,24 @@ fn entry_row(r: &postgres::Row) -> Res<LogEntry> {
     })
 }
 
+/// A quarantine row with its id first (for the operators' commands).
+fn numbered_quarantine_row(r: &postgres::Row) -> Res<(i64, QuarantinedChange)> {
+    Ok((
+        r.get(0),
+        QuarantinedChange {
+            change: StoredChange {
+                doc_id: r.get(1),
+                hash: r.get(2),
+                bytes: r.get(3),
+                device_id: r.get(4),
+            },
+            code: r.get(5),
+            reason: r.get(6),
+            at_ms: r.get(7),
+        },
+    ))
+}
+
 fn quarantine_row(r: &postgres::Row) -> Res<QuarantinedChange> {
     Ok(QuarantinedChange {
         change: StoredChange {
@@ -338,11 +384,43 @@ fn commit_batch(inner: &mut Inner, batch: &IngestBatch) -> Res<Vec<u64>> {
     // Everything that reads or writes the log (or stamps view changes with a log
     // position) runs under the head lock; a batch that only quarantines or removes
     // waiting changes does not need it.
-    let ordered = !batch.log.is_empty() || !batch.waiting.is_empty() || !batch.audience.is_empty();
+    // Document versions are checked and advanced under the same lock, so the check
+    // and the commit are one step for every node.
+    let ordered = !batch.log.is_empty()
+        || !batch.waiting.is_empty()
+        || !batch.audience.is_empty()
+        || !batch.expect.is_empty();
     let mut head = 0;
     if ordered {
         let lock = prep(&mut tx, LOCK_HEAD_SQL)?;
         head = to_seq(tx.query_one(&lock, &[])?.get(0))?;
+    }
+    if !batch.expect.is_empty() {
+        let version = prep(&mut tx, DOC_VERSION_SQL)?;
+        let mut stale = Vec::new();
+        for (doc_id, expected) in &batch.expect {
+            let found = match tx.query_opt(&version, &[doc_id])? {
+                Some(row) => to_seq(row.get(0))?,
+                None => 0,
+            };
+            if found != *expected {
+                stale.push(doc_id.clone());
+            }
+        }
+        if !stale.is_empty() {
+            return Err(Failure(LogStoreError::Conflict(stale)));
+        }
+    }
+    let touched = batch.touched_docs();
+    if !touched.is_empty() {
+        let bump = prep(
+            &mut tx,
+            "INSERT INTO doc_version (doc_id, version) VALUES ($1, 1)
+             ON CONFLICT (doc_id) DO UPDATE SET version = doc_version.version + 1",
+        )?;
+        for doc_id in &touched {
+            tx.execute(&bump, &[doc_id])?;
+        }
     }
     if !batch.log.is_empty() {
         let insert = prep(
@@ -564,6 +642,11 @@ impl LogStore for PgLogStore {
         })
     }
 
+    fn doc_version(&self, doc_id: &str) -> Result<u64, LogStoreError> {
+        let found = self.rows(DOC_VERSION_SQL, &[&doc_id], |r| to_seq(r.get(0)))?;
+        Ok(found.first().copied().unwrap_or(0))
+    }
+
     fn doc_ids(&self) -> Result<Vec<String>, LogStoreError> {
         self.rows(
             "SELECT doc_id FROM log UNION SELECT doc_id FROM waiting ORDER BY doc_id",
@@ -663,59 +746,14 @@ mod tests {
     use std::time::Instant;
     use waybill_core::sync::{log_store_conformance, log_store_reopen_conformance};
 
-    const ENV: &str = "WAYBILL_TEST_POSTGRES";
+    use crate::testing::{PgSchema as Schema, postgres_server};
 
-    /// The server from `WAYBILL_TEST_POSTGRES`, or `None` (and a note) when unset.
     fn server() -> Option<String> {
-        match std::env::var(ENV) {
-            Ok(url) if !url.trim().is_empty() => Some(url),
-            _ => {
-                println!("skipped: set {ENV} to run the PostgreSQL tier");
-                None
-            }
-        }
+        postgres_server("pg_log_store")
     }
 
-    /// A fresh schema of its own, dropped when this goes out of scope (even on panic),
-    /// so tests run in parallel without seeing each other.
-    struct Schema {
-        server: String,
-        name: String,
-        url: String,
-    }
-
-    impl Schema {
-        fn new(server: &str) -> Self {
-            let name = format!("wb_test_{:016x}", rand::random::<u64>());
-            let mut admin = Client::connect(server, NoTls).unwrap();
-            admin
-                .batch_execute(&format!("CREATE SCHEMA {name}"))
-                .unwrap();
-            let sep = if server.contains('?') { '&' } else { '?' };
-            let url = format!("{server}{sep}options=-c%20search_path%3D{name}");
-            Self {
-                server: server.to_owned(),
-                name,
-                url,
-            }
-        }
-
-        fn open(&self, relay_id: &str) -> PgLogStore {
-            PgLogStore::connect(&self.url, relay_id).unwrap()
-        }
-
-        fn client(&self) -> Client {
-            Client::connect(&self.url, NoTls).unwrap()
-        }
-    }
-
-    impl Drop for Schema {
-        fn drop(&mut self) {
-            if let Ok(mut admin) = Client::connect(&self.server, NoTls) {
-                let _ =
-                    admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
-            }
-        }
+    fn open(schema: &Schema, relay_id: &str) -> PgLogStore {
+        PgLogStore::connect(&schema.url, relay_id).unwrap()
     }
 
     fn change(doc: &str, n: u32, len: usize) -> StoredChange {
@@ -743,7 +781,7 @@ mod tests {
         let mut schemas = Vec::new();
         log_store_conformance(|| {
             let schema = Schema::new(&server);
-            let store = schema.open("relay-test");
+            let store = open(&schema, "relay-test");
             schemas.push(schema);
             store
         });
@@ -758,7 +796,7 @@ mod tests {
     fn reopening_keeps_data_and_the_stored_relay_id() {
         let Some(server) = server() else { return };
         let schema = Schema::new(&server);
-        log_store_reopen_conformance(|relay_id| schema.open(relay_id));
+        log_store_reopen_conformance(|relay_id| open(&schema, relay_id));
     }
 
     #[test]
@@ -768,7 +806,7 @@ mod tests {
         let nodes: Vec<_> = (0..6)
             .map(|i| {
                 let schema = Arc::clone(&schema);
-                std::thread::spawn(move || schema.open(&format!("relay-{i}")).relay_id())
+                std::thread::spawn(move || open(&schema, &format!("relay-{i}")).relay_id())
             })
             .collect();
         let ids: BTreeSet<String> = nodes.into_iter().map(|n| n.join().unwrap()).collect();
@@ -803,7 +841,7 @@ mod tests {
         }
 
         let newer = Schema::new(&server);
-        drop(newer.open("relay"));
+        drop(open(&newer, "relay"));
         newer
             .client()
             .execute(
@@ -836,7 +874,7 @@ mod tests {
     fn concurrent_writers_leave_no_gap_for_a_reader() {
         let Some(server) = server() else { return };
         let schema = Arc::new(Schema::new(&server));
-        drop(schema.open("relay"));
+        drop(open(&schema, "relay"));
         const WRITERS: u32 = 2;
         const BATCHES: u32 = 250;
         let started = Instant::now();
@@ -845,7 +883,7 @@ mod tests {
         let reader = {
             let (schema, done) = (Arc::clone(&schema), Arc::clone(&done));
             std::thread::spawn(move || {
-                let store = schema.open("relay");
+                let store = open(&schema, "relay");
                 let mut seen: Vec<LogEntry> = Vec::new();
                 let mut cursor = 0;
                 let mut reads = 0u64;
@@ -884,7 +922,7 @@ mod tests {
             .map(|w| {
                 let schema = Arc::clone(&schema);
                 std::thread::spawn(move || {
-                    let mut store = schema.open("relay");
+                    let mut store = open(&schema, "relay");
                     let mut committed = Vec::new();
                     for b in 0..BATCHES {
                         let size = 1 + (b % 4);
@@ -973,20 +1011,20 @@ mod tests {
         // The same interleaving against the store: a second writer waits for the
         // first one's commit instead of overtaking it.
         let store_schema = Arc::new(Schema::new(&server));
-        drop(store_schema.open("relay"));
+        drop(open(&store_schema, "relay"));
         let mut holder = store_schema.client();
         let mut tx = holder.transaction().unwrap();
         tx.query_one(LOCK_HEAD_SQL, &[]).unwrap(); // a writer mid-commit
         let writer = {
             let s = Arc::clone(&store_schema);
             std::thread::spawn(move || {
-                s.open("relay")
+                open(&s, "relay")
                     .commit(&log_batch(vec![change("ord_a", 1, 4)]))
                     .unwrap()
             })
         };
         std::thread::sleep(std::time::Duration::from_millis(200));
-        let store = store_schema.open("relay");
+        let store = open(&store_schema, "relay");
         assert_eq!(
             store.head().unwrap(),
             0,

@@ -16,11 +16,15 @@
 
 mod actor;
 mod connection;
+pub mod telemetry;
 #[cfg(test)]
 mod tests;
 
+use crate::bus::{Bus, InProcessBus, NatsBus};
+use crate::http::{self, HttpContext, HttpServer};
 use crate::keys::{self, RelayKeys};
 use crate::log_store::SqliteLogStore;
+use crate::pg_log_store::PgLogStore;
 use actor::{Actor, ToActor};
 use anyhow::Context;
 use quinn::{Endpoint, VarInt};
@@ -30,9 +34,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use telemetry::Telemetry;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use waybill_core::sync::{Relay, RelayConfig};
+use waybill_core::sync::{CommitNotice, Relay, RelayConfig};
 
 /// Messages from all connections waiting for the relay thread.
 const INBOX: usize = 1024;
@@ -40,8 +45,9 @@ const INBOX: usize = 1024;
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// How long shutdown waits for closed connections to drain.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
-/// How often live sessions are checked for expired or revoked credentials.
-const TICK: Duration = Duration::from_secs(2);
+/// How often live sessions are checked for expired or revoked credentials, and the
+/// log head for commits of other nodes that no notice announced.
+pub const TICK: Duration = Duration::from_secs(2);
 
 /// The relay database's file name in the data directory.
 pub const DATABASE_FILE: &str = "relay.db";
@@ -71,8 +77,22 @@ pub struct ServeOptions {
     pub key: Option<PathBuf>,
     /// Extra host names or IP addresses for a generated certificate.
     pub names: Vec<String>,
+    /// Keep the log in this PostgreSQL database (shared by every relay node of a
+    /// deployment) instead of `relay.db` in the data directory.
+    pub postgres: Option<String>,
+    /// Announce commits to the other relay nodes through this NATS server
+    /// (JetStream); without it, only nodes in this process hear them.
+    pub nats: Option<String>,
+    /// The bus to use instead of one made from `nats` (tests run several nodes in
+    /// one process on one [`InProcessBus`]).
+    pub bus: Option<Arc<dyn Bus>>,
+    /// How often live sessions are checked for expired or revoked credentials and
+    /// the shared log for commits no notice announced.
+    pub tick: Duration,
     /// Tuning of the relay state machine.
     pub config: RelayConfig,
+    /// TCP address for the HTTP API, dashboard and metrics (`--http`); none: off.
+    pub http: Option<SocketAddr>,
 }
 
 impl ServeOptions {
@@ -85,7 +105,12 @@ impl ServeOptions {
             cert: None,
             key: None,
             names: Vec::new(),
+            postgres: None,
+            nats: None,
+            bus: None,
+            tick: TICK,
             config: RelayConfig::default(),
+            http: None,
         }
     }
 }
@@ -96,12 +121,17 @@ pub struct RunningRelay {
     pub local_addr: SocketAddr,
     /// Its keys: the certificate devices pin and the credential issuer.
     pub keys: RelayKeys,
-    /// The relay database.
-    pub database: PathBuf,
+    /// The relay database, when the log is on SQLite (None on PostgreSQL).
+    pub database: Option<PathBuf>,
+    /// Counters and device presence (what `/metrics` and the dashboard show).
+    pub telemetry: Arc<Telemetry>,
+    /// The HTTP API and dashboard, when started with `http`.
+    pub http: Option<HttpServer>,
     endpoint: Endpoint,
     inbox: mpsc::Sender<ToActor>,
     accept: JoinHandle<()>,
     ticker: JoinHandle<()>,
+    listener: JoinHandle<()>,
     actor_done: oneshot::Receiver<()>,
 }
 
@@ -132,10 +162,11 @@ pub async fn serve(
 /// accepting devices.
 pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
     let keys = load_keys(&options)?;
-    let database = options.data.join(DATABASE_FILE);
-    let store = SqliteLogStore::open(&database, &keys.relay_id)
-        .with_context(|| format!("cannot open the relay database {}", database.display()))?;
-    let relay = Relay::new(store, keys.issuer.verifier(), options.config.clone());
+    let bus: Arc<dyn Bus> = match (&options.bus, &options.nats) {
+        (Some(bus), _) => bus.clone(),
+        (None, Some(url)) => Arc::new(NatsBus::connect(url, &keys.relay_id).await?),
+        (None, None) => Arc::new(InProcessBus::new()),
+    };
     let server_config = keys
         .server_config()
         .context("the relay certificate cannot serve QUIC")?;
@@ -144,19 +175,79 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
     let local_addr = endpoint.local_addr()?;
 
     let (inbox, rx) = mpsc::channel(INBOX);
-    let actor_done = Actor::spawn(relay, rx)?;
-    let accept = tokio::spawn(accept_loop(endpoint.clone(), inbox.clone()));
-    let ticker = tokio::spawn(tick_loop(inbox.clone()));
+    let telemetry = Arc::new(Telemetry::default());
+    let (verifier, config, relay_id) = (
+        keys.issuer.verifier(),
+        options.config.clone(),
+        keys.relay_id.clone(),
+    );
+    let database = options
+        .postgres
+        .is_none()
+        .then(|| options.data.join(DATABASE_FILE));
+    let actor_done = match &options.postgres {
+        None => {
+            let database = options.data.join(DATABASE_FILE);
+            let open = move || {
+                let store = SqliteLogStore::open(&database, &relay_id).with_context(|| {
+                    format!("cannot open the relay database {}", database.display())
+                })?;
+                tracing::info!(database = %database.display(), "relay log on SQLite");
+                Ok(Relay::new(store, verifier, config))
+            };
+            Actor::spawn(open, rx, bus.clone(), Arc::clone(&telemetry)).await?
+        }
+        Some(url) => {
+            let url = url.clone();
+            let open = move || {
+                let store = PgLogStore::connect(&url, &relay_id)
+                    .context("cannot open the relay log on PostgreSQL")?;
+                tracing::info!("relay log on PostgreSQL");
+                Ok(Relay::new(store, verifier, config))
+            };
+            Actor::spawn(open, rx, bus.clone(), Arc::clone(&telemetry)).await?
+        }
+    };
+    let accept = tokio::spawn(accept_loop(
+        endpoint.clone(),
+        inbox.clone(),
+        Arc::clone(&telemetry),
+    ));
+    let ticker = tokio::spawn(tick_loop(inbox.clone(), options.tick));
+    let listener = tokio::spawn(listen_loop(bus.subscribe(), inbox.clone()));
+    let http = match options.http {
+        Some(addr) => Some(
+            http::start(
+                addr,
+                HttpContext::new(&options.data, local_addr, &keys, &telemetry)
+                    .with_postgres(options.postgres.clone()),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     Ok(RunningRelay {
         local_addr,
         keys,
         database,
+        telemetry,
+        http,
         endpoint,
         inbox,
         accept,
         ticker,
+        listener,
         actor_done,
     })
+}
+
+/// Hand the relay what the other nodes committed.
+async fn listen_loop(mut notices: mpsc::Receiver<CommitNotice>, inbox: mpsc::Sender<ToActor>) {
+    while let Some(notice) = notices.recv().await {
+        if inbox.send(ToActor::Remote(notice)).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn load_keys(options: &ServeOptions) -> anyhow::Result<RelayKeys> {
@@ -181,8 +272,8 @@ fn load_keys(options: &ServeOptions) -> anyhow::Result<RelayKeys> {
 
 /// Let the relay notice, every few seconds, credentials that expired or were
 /// revoked (by `waybill revoke`, from another process) during live sessions.
-async fn tick_loop(inbox: mpsc::Sender<ToActor>) {
-    let mut every = tokio::time::interval(TICK);
+async fn tick_loop(inbox: mpsc::Sender<ToActor>, tick: Duration) {
+    let mut every = tokio::time::interval(tick);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
@@ -192,11 +283,16 @@ async fn tick_loop(inbox: mpsc::Sender<ToActor>) {
     }
 }
 
-async fn accept_loop(endpoint: Endpoint, inbox: mpsc::Sender<ToActor>) {
+async fn accept_loop(endpoint: Endpoint, inbox: mpsc::Sender<ToActor>, telemetry: Arc<Telemetry>) {
     let next = Arc::new(AtomicU64::new(1));
     while let Some(incoming) = endpoint.accept().await {
         let conn = next.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(connection::run(incoming, conn, inbox.clone()));
+        tokio::spawn(connection::run(
+            incoming,
+            conn,
+            inbox.clone(),
+            Arc::clone(&telemetry),
+        ));
     }
 }
 
@@ -205,9 +301,13 @@ impl RunningRelay {
     /// shutting down, give them a moment to hear it, then close. Everything
     /// acknowledged is already durable (acknowledgements follow the commit).
     pub async fn shutdown(self) {
+        if let Some(http) = self.http {
+            http.shutdown().await;
+        }
         self.endpoint.set_server_config(None);
         self.accept.abort();
         self.ticker.abort();
+        self.listener.abort();
         let (done, flushed) = oneshot::channel();
         if self.inbox.send(ToActor::Shutdown { done }).await.is_ok()
             && tokio::time::timeout(SHUTDOWN_FLUSH, flushed).await.is_err()

@@ -570,3 +570,49 @@ fn usage_errors_exit_with_2() {
     fails(&["device", "--db", "x.db", "sync", "--timeout", "0"], 2);
     fails(&["launch"], 2);
 }
+
+#[test]
+fn revocations_and_the_quarantine_work_on_a_postgres_deployment() {
+    let Some(pg) = waybill_server::testing::PgSchema::for_test("cli_postgres") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay");
+    enroll(
+        &data,
+        &dir.path().join("t.cred"),
+        &["--role", "store", "--store", "S1"],
+    );
+    let said = waybill(&[
+        "revoke",
+        "--data",
+        path(&data),
+        "--postgres",
+        &pg.url,
+        "tablet-lost",
+    ]);
+    assert!(said.contains("revoked tablet-lost"), "{said}");
+    let list = waybill_json(&[
+        "quarantine",
+        "list",
+        "--data",
+        path(&data),
+        "--postgres",
+        &pg.url,
+        "--json",
+    ]);
+    assert_eq!(list, serde_json::json!([]));
+    let revoked: bool = pg
+        .client()
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM revoked WHERE device_id = 'tablet-lost')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(revoked, "the revocation is in the shared database");
+    assert!(
+        !data.join("relay.db").exists(),
+        "nothing was written to a local database"
+    );
+}

@@ -5,108 +5,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use waybill_core::Replica;
-use waybill_core::credential::Credential;
-use waybill_core::model::NewOrder;
 use waybill_core::net::{NetError, SyncOptions, sync_once};
-use waybill_core::replica::ReplicaOptions;
-use waybill_core::store::{Durability, StoreOptions};
 use waybill_core::sync::LogStore;
 use waybill_server::log_store::SqliteLogStore;
 
+mod support;
+
+use support::{enroll_store, file_replica, free_udp_port, order, outbox_hashes, serve};
+
 const ORDERS: usize = 3_000;
-
-/// Kills the relay when the test ends, however it ends.
-struct RelayProcess(Child);
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn waybill() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_waybill"))
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_relay(data: &Path, port: u16) -> RelayProcess {
-    let child = waybill()
-        .args(["serve", "--data"])
-        .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    RelayProcess(child)
-}
-
-fn order(n: usize) -> NewOrder {
-    serde_json::from_value(serde_json::json!({
-        "number": format!("S1-{n:06}"), "channel": "pos", "store": "S1",
-        "customer": {"id": format!("c-{n}"), "name": "Walk-in", "phone": "", "address": ""},
-        "currency": "IRR", "fulfilment": "pickup",
-        "lines": [{"sku": "TEA-500", "name": "Black tea 500 g", "qty": 1, "unit_price": 1_850_000}]
-    }))
-    .unwrap()
-}
-
-fn outbox_hashes(replica: &Replica) -> HashSet<Vec<u8>> {
-    replica
-        .outbox(usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.hash)
-        .collect()
-}
 
 #[test]
 fn no_acknowledged_change_is_lost_when_the_relay_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("relay");
     let port = free_udp_port();
-    let credential_path = dir.path().join("tablet.credential");
-    let status = waybill()
-        .args(["enroll", "--data"])
-        .arg(&data)
-        .args(["--role", "store", "--store", "S1", "--relay-addr"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--out")
-        .arg(&credential_path)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let credential = Credential::load(&credential_path).unwrap();
-
-    let replica = Arc::new(
-        Replica::open(
-            dir.path().join("tablet.db"),
-            credential.body.identity(),
-            ReplicaOptions {
-                store: StoreOptions {
-                    durability: Durability::Normal,
-                    ..StoreOptions::default()
-                },
-                ..ReplicaOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let credential = enroll_store(&data, "S1", port, &dir.path().join("tablet.credential"));
+    let replica = file_replica(&dir.path().join("tablet.db"), &credential);
     for n in 0..ORDERS {
         replica.create_order(&order(n)).unwrap();
     }
@@ -115,7 +31,7 @@ fn no_acknowledged_change_is_lost_when_the_relay_is_killed() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let options = SyncOptions::default();
-    let mut relay = start_relay(&data, port);
+    let relay = serve(&data, port, &[]);
 
     // Upload in the background; kill the relay once some, not all, are acknowledged.
     let uploading = {
@@ -151,8 +67,7 @@ fn no_acknowledged_change_is_lost_when_the_relay_is_killed() {
         assert!(Instant::now() < deadline, "no upload was acknowledged");
         std::thread::sleep(Duration::from_millis(2));
     }
-    relay.0.kill().unwrap(); // SIGKILL
-    relay.0.wait().unwrap();
+    relay.kill(); // SIGKILL
     // The device would only notice at its idle timeout; stop it now.
     uploading.abort();
     let _ = runtime.block_on(uploading);
@@ -177,7 +92,7 @@ fn no_acknowledged_change_is_lost_when_the_relay_is_killed() {
     }
 
     // Restart; the device finishes; every change is logged exactly once.
-    let _relay = start_relay(&data, port);
+    let _relay = serve(&data, port, &[]);
     let report = runtime
         .block_on(async {
             loop {

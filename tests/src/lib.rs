@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod loopback;
+pub mod scale_out;
 
 use waybill_core::credential::{CredentialBody, CredentialIssuer};
 use waybill_core::model::NewOrder;

@@ -621,7 +621,8 @@ async fn a_reassigned_delivery_moves_with_its_history_and_late_changes_are_quara
     }
 
     // The relay kept it in quarantine with its reason, and never logged it.
-    let store = SqliteLogStore::open(&relay.database, &relay.keys.relay_id).unwrap();
+    let store =
+        SqliteLogStore::open(relay.database.as_ref().unwrap(), &relay.keys.relay_id).unwrap();
     let quarantined: Vec<_> = store
         .quarantine_list()
         .unwrap()
@@ -929,7 +930,8 @@ async fn changes_crafted_by_a_modified_device_are_refused_quarantined_and_never_
     rogue.close().await;
 
     // Each is in quarantine with its reason, and none is in the log.
-    let store = SqliteLogStore::open(&relay.database, &relay.keys.relay_id).unwrap();
+    let store =
+        SqliteLogStore::open(relay.database.as_ref().unwrap(), &relay.keys.relay_id).unwrap();
     let quarantine = store.quarantine_list().unwrap();
     for (what, doc, hash, bytes, reason) in &crafted {
         let entry = quarantine
@@ -1037,7 +1039,7 @@ async fn a_device_revoked_or_expiring_while_connected_is_cut_off() {
     );
 
     // The operator revokes the phone through another handle on the relay database.
-    SqliteLogStore::open(&relay.database, &relay.keys.relay_id)
+    SqliteLogStore::open(relay.database.as_ref().unwrap(), &relay.keys.relay_id)
         .unwrap()
         .revoke("phone-r")
         .unwrap();

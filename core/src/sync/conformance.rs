@@ -6,7 +6,9 @@
 //! Hashes are fake 32-byte values and change bytes are arbitrary: a store must not
 //! interpret either.
 
-use super::{IngestBatch, LogStore, LogStoreError, QuarantinedChange, StoredChange};
+use super::{
+    AudienceUpdate, IngestBatch, LogStore, LogStoreError, QuarantinedChange, StoredChange,
+};
 use crate::protocol::LogEntry;
 
 /// A named check, run against one fresh store.
@@ -45,6 +47,11 @@ pub(super) fn run<S: LogStore>(fresh: &mut impl FnMut() -> S) {
         ("mixed batch", a_mixed_batch_is_visible_after_commit),
         ("audiences and views", audiences_and_views),
         ("doc_log", doc_log_lists_a_documents_entries),
+        ("document versions", commits_advance_document_versions),
+        (
+            "stale expectation",
+            a_stale_expectation_fails_and_writes_nothing,
+        ),
     ];
     for (name, check) in checks {
         let mut store = fresh();
@@ -664,6 +671,7 @@ fn a_mixed_batch_is_visible_after_commit<S: LogStore>(store: &mut S) {
         no_longer_waiting: vec![pending.hash.clone()],
         quarantine: vec![refused.clone()],
         audience: Vec::new(),
+        expect: Default::default(),
     };
     assert_eq!(
         commit(store, &mixed),
@@ -698,7 +706,7 @@ fn audience(principals: &[&str]) -> std::collections::BTreeSet<String> {
 }
 
 fn audiences_and_views<S: LogStore>(store: &mut S) {
-    use super::{AudienceUpdate, ViewChange};
+    use super::ViewChange;
     assert!(ok(store.audience_of("dlv_a"), "audience_of").is_empty());
     assert!(ok(store.view("courier:c1"), "view").is_empty());
 
@@ -784,6 +792,82 @@ fn doc_log_lists_a_documents_entries<S: LogStore>(store: &mut S) {
         "doc_log lists logged entries only, in order"
     );
     assert!(ok(store.doc_log("ord_z"), "doc_log").is_empty());
+}
+
+fn commits_advance_document_versions<S: LogStore>(store: &mut S) {
+    let version = |store: &S, doc: &str| ok(store.doc_version(doc), "doc_version");
+    assert_eq!(
+        version(store, "ord_a"),
+        0,
+        "a document never stored is at 0"
+    );
+    // Two changes of one document in one commit: one version step.
+    commit(
+        store,
+        &log_batch(&[change("ord_a", 1, 10), change("ord_a", 2, 10)]),
+    );
+    assert_eq!(version(store, "ord_a"), 1);
+    commit(store, &waiting_batch(&[change("ord_a", 3, 10)]));
+    assert_eq!(version(store, "ord_a"), 2, "a waiting change is a step too");
+    let audience_only = IngestBatch {
+        audience: vec![AudienceUpdate {
+            doc_id: "ord_b".into(),
+            audience: audience(&["store:S1"]),
+        }],
+        ..IngestBatch::default()
+    };
+    commit(store, &audience_only);
+    assert_eq!(version(store, "ord_b"), 1, "an audience change is a step");
+    let quarantine_only = IngestBatch {
+        quarantine: vec![QuarantinedChange {
+            change: change("ord_a", 4, 3),
+            code: "Forbidden".into(),
+            reason: "test".into(),
+            at_ms: 1,
+        }],
+        ..IngestBatch::default()
+    };
+    commit(store, &quarantine_only);
+    assert_eq!(version(store, "ord_a"), 2, "a refused change is not a step");
+    let mut current = log_batch(&[change("ord_a", 5, 10)]);
+    current.expect = [("ord_a".to_owned(), 2), ("ord_b".to_owned(), 1)].into();
+    commit(store, &current);
+    assert_eq!(version(store, "ord_a"), 3, "a current expectation commits");
+    assert_eq!(
+        version(store, "ord_b"),
+        1,
+        "a document only read keeps its version"
+    );
+}
+
+fn a_stale_expectation_fails_and_writes_nothing<S: LogStore>(store: &mut S) {
+    commit(store, &log_batch(&[change("ord_a", 1, 10)]));
+    let mut stale = IngestBatch {
+        log: vec![change("ord_a", 2, 10), change("ord_b", 3, 10)],
+        waiting: vec![change("ord_b", 4, 10)],
+        audience: vec![AudienceUpdate {
+            doc_id: "ord_b".into(),
+            audience: audience(&["store:S1"]),
+        }],
+        ..IngestBatch::default()
+    };
+    // Built on ord_a before its first change, and on ord_c as never stored.
+    stale.expect = [("ord_a".to_owned(), 0), ("ord_c".to_owned(), 0)].into();
+    match store.commit(&stale) {
+        Err(LogStoreError::Conflict(docs)) => assert_eq!(docs, vec!["ord_a".to_owned()]),
+        other => panic!("a stale expectation must fail with Conflict, got {other:?}"),
+    }
+    assert_eq!(ok(store.head(), "head"), 1, "nothing was logged");
+    assert!(!ok(store.contains(&hash(4)), "contains"), "nothing waits");
+    assert!(ok(store.audience_of("ord_b"), "audience_of").is_empty());
+    assert_eq!(ok(store.doc_version("ord_a"), "doc_version"), 1);
+    assert_eq!(ok(store.doc_version("ord_b"), "doc_version"), 0);
+    stale.expect.insert("ord_a".into(), 1);
+    assert_eq!(
+        commit(store, &stale),
+        vec![2, 3],
+        "current again: it commits"
+    );
 }
 
 /// What survives closing and reopening a store: `open(relay_id)` opens the same

@@ -3,7 +3,7 @@
 //! here (simulations, tests) and on SQLite by the relay (`waybill-server`).
 
 use crate::protocol::LogEntry;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Why the relay's storage failed.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +14,11 @@ pub enum LogStoreError {
     /// Stored bytes could not be read back.
     #[error("relay storage is corrupt: {0}")]
     Corrupt(String),
+    /// Documents the batch was built on changed since they were read (another relay
+    /// node sharing the storage committed to them): nothing was written; read them
+    /// again and rebuild the batch.
+    #[error("documents changed since they were read: {}", .0.join(", "))]
+    Conflict(Vec<String>),
 }
 
 /// A change to store: in the log (it gets a sequence number) or waiting.
@@ -55,6 +60,11 @@ pub struct IngestBatch {
     pub quarantine: Vec<QuarantinedChange>,
     /// Documents whose audience (who may see them) the batch changes.
     pub audience: Vec<AudienceUpdate>,
+    /// The version of every document the batch was built on, as read
+    /// ([`LogStore::doc_version`]): the commit fails with
+    /// [`LogStoreError::Conflict`] unless each is still current. This is how relay
+    /// nodes sharing one store keep each other's working copies honest.
+    pub expect: BTreeMap<String, u64>,
 }
 
 /// A document's audience after a batch: the principals it is shared with
@@ -89,6 +99,31 @@ impl IngestBatch {
             && self.quarantine.is_empty()
             && self.audience.is_empty()
     }
+
+    /// The documents whose version a commit of this batch advances (by exactly
+    /// one each): those it logs or stores changes of, or changes the audience of.
+    pub fn touched_docs(&self) -> BTreeSet<String> {
+        self.log
+            .iter()
+            .chain(&self.waiting)
+            .map(|c| c.doc_id.clone())
+            .chain(self.audience.iter().map(|a| a.doc_id.clone()))
+            .collect()
+    }
+
+    /// The documents whose expected version is not `current(doc)`, in id order.
+    pub fn stale_docs(
+        &self,
+        mut current: impl FnMut(&str) -> Result<u64, LogStoreError>,
+    ) -> Result<Vec<String>, LogStoreError> {
+        let mut stale = Vec::new();
+        for (doc_id, expected) in &self.expect {
+            if current(doc_id)? != *expected {
+                stale.push(doc_id.clone());
+            }
+        }
+        Ok(stale)
+    }
 }
 
 /// Durable storage behind a relay. Every method is one transaction; `commit` returns
@@ -106,7 +141,9 @@ pub trait LogStore: Send {
 
     /// Write a batch; returns the sequence numbers given to `batch.log`, in order.
     /// A change already in the log (same hash) is not appended again: its existing
-    /// number is returned.
+    /// number is returned. Fails with [`LogStoreError::Conflict`], writing nothing,
+    /// when a version in `batch.expect` is no longer current; otherwise advances the
+    /// version of each of [`IngestBatch::touched_docs`] by one.
     fn commit(&mut self, batch: &IngestBatch) -> Result<Vec<u64>, LogStoreError>;
 
     /// Log entries with `seq > after`, in order, at most `max_entries` and about
@@ -123,6 +160,11 @@ pub trait LogStore: Send {
 
     /// Every stored change of a document (logged, in order, then waiting), to rebuild it.
     fn doc_changes(&self, doc_id: &str) -> Result<Vec<Vec<u8>>, LogStoreError>;
+
+    /// How many commits have changed a document (its changes or its audience); 0
+    /// for a document never stored. Read it before the document's changes: a
+    /// version older than the changes read only makes the next commit fail safe.
+    fn doc_version(&self, doc_id: &str) -> Result<u64, LogStoreError>;
 
     /// Every document id with at least one stored change, in id order.
     fn doc_ids(&self) -> Result<Vec<String>, LogStoreError>;
@@ -168,6 +210,7 @@ pub struct MemoryLogStore {
     pruned_through: u64,
     audiences: std::collections::HashMap<String, BTreeSet<String>>,
     view_changes: Vec<ViewChange>,
+    versions: std::collections::HashMap<String, u64>,
 }
 
 impl MemoryLogStore {
@@ -200,6 +243,13 @@ impl LogStore for MemoryLogStore {
     }
 
     fn commit(&mut self, batch: &IngestBatch) -> Result<Vec<u64>, LogStoreError> {
+        let stale = batch.stale_docs(|doc| self.doc_version(doc))?;
+        if !stale.is_empty() {
+            return Err(LogStoreError::Conflict(stale));
+        }
+        for doc in batch.touched_docs() {
+            *self.versions.entry(doc).or_default() += 1;
+        }
         let mut seqs = Vec::with_capacity(batch.log.len());
         for change in &batch.log {
             if let Some(seq) = self.by_hash.get(&change.hash) {
@@ -286,6 +336,10 @@ impl LogStore for MemoryLogStore {
             .collect())
     }
 
+    fn doc_version(&self, doc_id: &str) -> Result<u64, LogStoreError> {
+        Ok(self.versions.get(doc_id).copied().unwrap_or(0))
+    }
+
     fn doc_ids(&self) -> Result<Vec<String>, LogStoreError> {
         let ids: std::collections::BTreeSet<String> = self
             .log
@@ -346,6 +400,86 @@ impl LogStore for MemoryLogStore {
     }
 }
 
+/// One [`MemoryLogStore`] shared by several relays in one process, as relay nodes
+/// share one database: for simulations and tests of a multi-node deployment. Clones
+/// are handles on the same store.
+#[derive(Debug, Clone)]
+pub struct SharedLogStore(std::sync::Arc<std::sync::Mutex<MemoryLogStore>>);
+
+impl SharedLogStore {
+    /// A shared, empty log for a deployment.
+    pub fn new(relay_id: impl Into<String>) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(
+            MemoryLogStore::new(relay_id),
+        )))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryLogStore> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl LogStore for SharedLogStore {
+    fn relay_id(&self) -> String {
+        self.lock().relay_id()
+    }
+    fn head(&self) -> Result<u64, LogStoreError> {
+        self.lock().head()
+    }
+    fn oldest_resumable(&self) -> Result<u64, LogStoreError> {
+        self.lock().oldest_resumable()
+    }
+    fn commit(&mut self, batch: &IngestBatch) -> Result<Vec<u64>, LogStoreError> {
+        self.lock().commit(batch)
+    }
+    fn read_log(
+        &self,
+        after: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LogEntry>, LogStoreError> {
+        self.lock().read_log(after, max_entries, max_bytes)
+    }
+    fn contains(&self, hash: &[u8]) -> Result<bool, LogStoreError> {
+        self.lock().contains(hash)
+    }
+    fn doc_changes(&self, doc_id: &str) -> Result<Vec<Vec<u8>>, LogStoreError> {
+        self.lock().doc_changes(doc_id)
+    }
+    fn doc_version(&self, doc_id: &str) -> Result<u64, LogStoreError> {
+        self.lock().doc_version(doc_id)
+    }
+    fn doc_ids(&self) -> Result<Vec<String>, LogStoreError> {
+        self.lock().doc_ids()
+    }
+    fn is_quarantined(&self, hash: &[u8]) -> Result<bool, LogStoreError> {
+        self.lock().is_quarantined(hash)
+    }
+    fn quarantined(&self) -> Result<Vec<QuarantinedChange>, LogStoreError> {
+        self.lock().quarantined()
+    }
+    fn audience_of(&self, doc_id: &str) -> Result<BTreeSet<String>, LogStoreError> {
+        self.lock().audience_of(doc_id)
+    }
+    fn view(&self, principal: &str) -> Result<Vec<String>, LogStoreError> {
+        self.lock().view(principal)
+    }
+    fn view_changes(&self, principal: &str, after: u64) -> Result<Vec<ViewChange>, LogStoreError> {
+        self.lock().view_changes(principal, after)
+    }
+    fn doc_log(&self, doc_id: &str) -> Result<Vec<LogEntry>, LogStoreError> {
+        self.lock().doc_log(doc_id)
+    }
+    fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError> {
+        self.lock().is_revoked(device_id)
+    }
+    fn revoke(&mut self, device_id: &str) -> Result<(), LogStoreError> {
+        self.lock().revoke(device_id)
+    }
+}
+
 /// The conformance suite every [`LogStore`] backend must pass. A backend's tests call
 /// it with a factory for empty stores: `log_store_conformance(|| MyStore::new(..))`.
 pub fn log_store_conformance<S: LogStore>(mut fresh: impl FnMut() -> S) {
@@ -368,5 +502,10 @@ mod tests {
     #[test]
     fn memory_log_store_passes_the_conformance_suite() {
         log_store_conformance(|| MemoryLogStore::new("mem"));
+    }
+
+    #[test]
+    fn shared_log_store_passes_the_conformance_suite() {
+        log_store_conformance(|| SharedLogStore::new("mem"));
     }
 }

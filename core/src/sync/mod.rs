@@ -12,9 +12,9 @@ mod relay_docs;
 pub use client::{ClientConfig, ClientSession, SessionProgress, SyncEvent};
 pub use log_store::{
     AudienceUpdate, IngestBatch, LogStore, LogStoreError, MemoryLogStore, QuarantinedChange,
-    StoredChange, ViewChange, log_store_conformance, log_store_reopen_conformance,
+    SharedLogStore, StoredChange, ViewChange, log_store_conformance, log_store_reopen_conformance,
 };
-pub use relay::{ConnId, Relay, RelayConfig};
+pub use relay::{CommitNotice, ConnId, Relay, RelayConfig};
 
 use crate::protocol::ErrorCode;
 use crate::replica::ReplicaError;

@@ -6,6 +6,7 @@ use crate::ids::DocId;
 use crate::model::{Document, document};
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 use lru::LruCache;
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
 
 /// The outcome of applying untrusted changes to one document.
@@ -38,26 +39,42 @@ pub(crate) enum Refused {
     Forbidden(String),
 }
 
+/// The working copies, each with the store version it was read at
+/// ([`LogStore::doc_version`]), and the versions read by the batch being built: the
+/// commit expects them still current, so relay nodes sharing one store never commit
+/// a batch checked against a copy another node has moved on from.
 pub(crate) struct RelayDocs {
-    cache: LruCache<String, Automerge>,
+    cache: LruCache<String, (Automerge, u64)>,
+    reads: BTreeMap<String, u64>,
 }
 
 impl RelayDocs {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             cache: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
+            reads: BTreeMap::new(),
         }
     }
 
-    /// Take a document out of the cache, or rebuild it from the store.
+    /// Take a document out of the cache, or rebuild it from the store; its version
+    /// joins the read set of the batch being built.
     pub(crate) fn take(
         &mut self,
         store: &dyn LogStore,
         doc_id: &str,
     ) -> Result<Automerge, LogStoreError> {
-        if let Some(doc) = self.cache.pop(doc_id) {
-            return Ok(doc);
-        }
+        let (doc, version) = match self.cache.pop(doc_id) {
+            Some(cached) => cached,
+            None => Self::load(store, doc_id)?,
+        };
+        self.reads.entry(doc_id.to_owned()).or_insert(version);
+        Ok(doc)
+    }
+
+    fn load(store: &dyn LogStore, doc_id: &str) -> Result<(Automerge, u64), LogStoreError> {
+        // The version first: changes committed in between make it look older than
+        // the copy, which fails the next commit safely instead of hiding a change.
+        let version = store.doc_version(doc_id)?;
         let mut changes = Vec::new();
         for bytes in store.doc_changes(doc_id)? {
             changes.push(
@@ -69,17 +86,63 @@ impl RelayDocs {
         let mut doc = Automerge::new();
         crate::changes::apply(&mut doc, changes)
             .map_err(|e| LogStoreError::Corrupt(format!("stored changes of {doc_id}: {e}")))?;
-        Ok(doc)
+        Ok((doc, version))
     }
 
-    /// Put a document back once what was applied to it is durable.
+    /// Put back a document taken while building the current batch, unchanged or
+    /// changed only in ways not yet committed.
     pub(crate) fn put(&mut self, doc_id: String, doc: Automerge) {
-        self.cache.put(doc_id, doc);
+        match self.reads.get(&doc_id) {
+            Some(version) => {
+                self.cache.put(doc_id, (doc, *version));
+            }
+            // Not read through `take`: its version is unknown, so it is not kept.
+            None => {
+                self.cache.pop(&doc_id);
+            }
+        }
     }
 
-    /// Forget a cached copy (its in-memory state is ahead of the store).
+    /// Start building a batch: forget the previous read set.
+    pub(crate) fn begin_batch(&mut self) {
+        self.reads.clear();
+    }
+
+    /// The versions the batch being built was checked against.
+    pub(crate) fn read_versions(&self) -> BTreeMap<String, u64> {
+        self.reads.clone()
+    }
+
+    /// The batch committed: the documents it touched moved one version on (the
+    /// staged ones are put back by the caller after this).
+    pub(crate) fn committed(&mut self, touched: &BTreeSet<String>) {
+        for doc_id in touched {
+            if let Some(version) = self.reads.get_mut(doc_id) {
+                *version += 1;
+            }
+            let read = self.reads.get(doc_id).copied();
+            if let Some((_, version)) = self.cache.get_mut(doc_id) {
+                match read {
+                    Some(read) => *version = read,
+                    None => {
+                        self.cache.pop(doc_id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forget a cached copy (its in-memory state is ahead of the store, or another
+    /// node changed it).
     pub(crate) fn evict(&mut self, doc_id: &str) {
         self.cache.pop(doc_id);
+    }
+
+    /// Forget every copy the batch being built read (after a conflict).
+    pub(crate) fn evict_reads(&mut self) {
+        for doc_id in std::mem::take(&mut self.reads).into_keys() {
+            self.cache.pop(&doc_id);
+        }
     }
 }
 

@@ -8,17 +8,14 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use waybill_core::Role;
-use waybill_core::sync::LogStore;
 
 use super::output::{quarantined_change, utc_timestamp, write_json, write_line};
 use super::{CliError, now_ms};
+use crate::admin_store::{AdminStore, AdminStoreError};
 use crate::enroll::{self, EnrollRequest};
 use crate::keys;
-use crate::log_store::SqliteLogStore;
-use crate::service::DATABASE_FILE;
 
 /// The relay id file `keys` creates; its presence says a directory holds a relay.
-const RELAY_ID_FILE: &str = "relay-id";
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
 /// A device role, as the command line spells it.
@@ -90,6 +87,9 @@ pub struct RevokeArgs {
     /// The device to revoke.
     #[arg(value_name = "DEVICE_ID")]
     pub device_id: String,
+    /// The relay log is in PostgreSQL (as `waybill serve --postgres URL`).
+    #[arg(long, env = "WAYBILL_POSTGRES", value_name = "URL")]
+    pub postgres: Option<String>,
 }
 
 /// `waybill quarantine …`.
@@ -103,6 +103,9 @@ pub enum QuarantineCommand {
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// The relay log is in PostgreSQL (as `waybill serve --postgres URL`).
+        #[arg(long, env = "WAYBILL_POSTGRES", value_name = "URL")]
+        postgres: Option<String>,
     },
     /// Show one refused change.
     Show {
@@ -114,6 +117,9 @@ pub enum QuarantineCommand {
         /// Print a JSON object instead of lines.
         #[arg(long)]
         json: bool,
+        /// The relay log is in PostgreSQL (as `waybill serve --postgres URL`).
+        #[arg(long, env = "WAYBILL_POSTGRES", value_name = "URL")]
+        postgres: Option<String>,
     },
 }
 
@@ -168,8 +174,7 @@ pub(crate) fn enroll(args: &EnrollArgs, out: &mut dyn Write) -> Result<(), CliEr
 
 /// Record a revocation in the relay's database.
 pub(crate) fn revoke(args: &RevokeArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let mut store = open_log_store(&args.data)?;
-    store.revoke(&args.device_id)?;
+    open_log_store(&args.data, args.postgres.as_deref())?.revoke(&args.device_id)?;
     write_line(
         out,
         format_args!(
@@ -182,8 +187,12 @@ pub(crate) fn revoke(args: &RevokeArgs, out: &mut dyn Write) -> Result<(), CliEr
 /// `quarantine list` and `quarantine show`.
 pub(crate) fn quarantine(command: &QuarantineCommand, out: &mut dyn Write) -> Result<(), CliError> {
     match command {
-        QuarantineCommand::List { data, json } => {
-            let entries = open_log_store(data)?.quarantine_list()?;
+        QuarantineCommand::List {
+            data,
+            json,
+            postgres,
+        } => {
+            let entries = open_log_store(data, postgres.as_deref())?.quarantine_list()?;
             if *json {
                 let list = entries
                     .iter()
@@ -210,8 +219,13 @@ pub(crate) fn quarantine(command: &QuarantineCommand, out: &mut dyn Write) -> Re
             }
             Ok(())
         }
-        QuarantineCommand::Show { id, data, json } => {
-            let (id, entry) = open_log_store(data)?
+        QuarantineCommand::Show {
+            id,
+            data,
+            json,
+            postgres,
+        } => {
+            let (id, entry) = open_log_store(data, postgres.as_deref())?
                 .quarantine_entry(*id)?
                 .ok_or(CliError::NoQuarantineEntry(*id))?;
             let value = quarantined_change(id, &entry);
@@ -239,21 +253,10 @@ pub(crate) fn quarantine(command: &QuarantineCommand, out: &mut dyn Write) -> Re
     }
 }
 
-/// The relay database of an existing relay directory. A directory without a relay
-/// is refused rather than given fresh keys: a typo in --data must not create a
-/// second relay identity. Only the relay id is read (not the keys, which may be
-/// the operator's own certificate elsewhere); a database that exists keeps the
-/// id it was created with anyway.
-fn open_log_store(data: &Path) -> Result<SqliteLogStore, CliError> {
-    let id_file = data.join(RELAY_ID_FILE);
-    let relay_id = match std::fs::read_to_string(&id_file) {
-        Ok(text) => text.trim().to_owned(),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Err(CliError::NoRelay {
-                data: data.to_path_buf(),
-            });
-        }
-        Err(err) => return Err(CliError::io(id_file.display(), err)),
-    };
-    Ok(SqliteLogStore::open(&data.join(DATABASE_FILE), &relay_id)?)
+fn open_log_store(data: &Path, postgres: Option<&str>) -> Result<AdminStore, CliError> {
+    AdminStore::open(data, postgres).map_err(|e| match e {
+        AdminStoreError::NoRelay(data) => CliError::NoRelay { data },
+        AdminStoreError::Io { path, source } => CliError::io(path.display(), source),
+        AdminStoreError::Store(e) => e.into(),
+    })
 }

@@ -9,6 +9,7 @@
 //! Usage mistakes are clap's, with exit code 2.
 
 mod admin;
+mod admin_token;
 mod bench;
 mod device;
 mod device_args;
@@ -29,6 +30,7 @@ use waybill_core::sync::LogStoreError;
 
 pub use admin::{EnrollArgs, QuarantineCommand, RevokeArgs, RoleArg};
 pub use bench::{BenchArgs, BenchCommand, BenchDeviceArgs, BenchRunArgs};
+pub use admin_token::AdminTokenArgs;
 pub use device_args::{
     DeviceAction, DeviceArgs, DeviceCommand, MethodArg, OrderCommand, ShowDeliveryCommand,
 };
@@ -63,6 +65,8 @@ pub enum Command {
     /// Load generator: simulated devices over QUIC against a relay, printing
     /// figures (BENCHMARKS.md; `bench/run.sh` compares them with automerge-repo).
     Bench(BenchArgs),
+    /// Print a new admin token for the HTTP API and dashboard.
+    AdminToken(AdminTokenArgs),
 }
 
 impl Cli {
@@ -196,6 +200,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Quarantine { command } => admin::quarantine(&command, out),
         Command::Device(args) => device::run(args, out),
         Command::Bench(args) => bench::run(args, out),
+        Command::AdminToken(args) => admin_token::run(&args, out),
     }
 }
 

@@ -34,6 +34,19 @@ pub struct ServeArgs {
     /// it only matters when the certificate is first created).
     #[arg(long = "name", value_name = "HOST")]
     pub names: Vec<String>,
+    /// Keep the log in PostgreSQL instead of `relay.db` in the data directory; every
+    /// relay node of a deployment uses the same database (and schema: put one in the
+    /// URL, `?options=-c%20search_path%3Dwaybill`).
+    #[arg(long, env = "WAYBILL_POSTGRES", value_name = "URL")]
+    pub postgres: Option<String>,
+    /// Announce commits to the other relay nodes through NATS JetStream, so their
+    /// devices get changes accepted here at once (e.g. `nats://10.0.0.5:4222`).
+    #[arg(long, env = "WAYBILL_NATS", value_name = "URL")]
+    pub nats: Option<String>,
+    /// TCP address for the HTTP API, the dashboard, /metrics and /health
+    /// (off unless given).
+    #[arg(long, env = "WAYBILL_HTTP", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
 }
 
 /// Run the relay on a multi-threaded runtime until a signal asks it to stop.
@@ -48,7 +61,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         cert: args.cert,
         key: args.key,
         names: args.names,
+        postgres: args.postgres,
+        nats: args.nats,
+        bus: None,
+        tick: service::TICK,
         config: RelayConfig::default(),
+        http: args.http,
     };
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;

@@ -3,7 +3,8 @@
 //! room.
 
 use super::close_code;
-use crate::log_store::SqliteLogStore;
+use super::telemetry::Telemetry;
+use crate::bus::Bus;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 use waybill_core::protocol::{ErrorCode, Message, ProtocolError};
-use waybill_core::sync::{ConnId, Relay};
+use waybill_core::sync::{CommitNotice, ConnId, LogStore, Relay};
 
 /// What connection tasks tell the relay thread.
 pub(crate) enum ToActor {
@@ -38,6 +39,8 @@ pub(crate) enum ToActor {
     Shutdown { done: oneshot::Sender<()> },
     /// Time passes: end sessions whose credential expired or was revoked.
     Tick,
+    /// Another relay node sharing the store committed.
+    Remote(CommitNotice),
 }
 
 /// What the relay thread hands a connection's writer.
@@ -57,35 +60,62 @@ struct Peer {
     close_sent: bool,
 }
 
-pub(crate) struct Actor {
-    relay: Relay<SqliteLogStore>,
+pub(crate) struct Actor<S: LogStore> {
+    relay: Relay<S>,
     peers: HashMap<ConnId, Peer>,
     shutdown: Option<oneshot::Sender<()>>,
+    bus: Arc<dyn Bus>,
+    telemetry: Arc<Telemetry>,
 }
 
-impl Actor {
-    /// Run the relay on a thread of its own; the receiver resolves when it ends
-    /// (once every sender of `inbox` is gone).
-    pub(crate) fn spawn(
-        relay: Relay<SqliteLogStore>,
+impl<S: LogStore + 'static> Actor<S> {
+    /// Run the relay on a thread of its own; `open` builds it there (a blocking
+    /// store is opened off the async runtime). Resolves once it is built, with the
+    /// receiver that resolves when it ends (once every sender of `inbox` is gone).
+    pub(crate) async fn spawn(
+        open: impl FnOnce() -> anyhow::Result<Relay<S>> + Send + 'static,
         mut inbox: mpsc::Receiver<ToActor>,
-    ) -> std::io::Result<oneshot::Receiver<()>> {
+        bus: Arc<dyn Bus>,
+        telemetry: Arc<Telemetry>,
+    ) -> anyhow::Result<oneshot::Receiver<()>> {
         let (done, ended) = oneshot::channel();
-        let mut actor = Actor {
-            relay,
-            peers: HashMap::new(),
-            shutdown: None,
-        };
+        let (ready, opened) = oneshot::channel::<anyhow::Result<()>>();
         std::thread::Builder::new()
             .name("waybill-relay".into())
             .spawn(move || {
+                let relay = match open() {
+                    Ok(relay) => relay,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                let mut actor = Actor {
+                    relay,
+                    peers: HashMap::new(),
+                    shutdown: None,
+                    bus,
+                    telemetry,
+                };
                 while let Some(event) = inbox.blocking_recv() {
                     actor.on(event);
+                    actor.announce();
                 }
                 drop(actor);
                 let _ = done.send(());
             })?;
+        opened
+            .await
+            .map_err(|_| anyhow::anyhow!("the relay thread stopped while starting"))??;
         Ok(ended)
+    }
+
+    /// Tell the other nodes what this one committed.
+    fn announce(&mut self) {
+        while let Some(notice) = self.relay.poll_committed() {
+            self.bus.publish(notice);
+        }
     }
 
     fn on(&mut self, event: ToActor) {
@@ -97,6 +127,7 @@ impl Actor {
                 span,
             } => {
                 self.relay.connect(conn);
+                self.telemetry.connected(conn);
                 self.peers.insert(
                     conn,
                     Peer {
@@ -121,11 +152,19 @@ impl Actor {
             ToActor::Drained { conn } => self.pump(conn),
             ToActor::Disconnected { conn } => {
                 self.relay.disconnect(conn);
+                self.telemetry.disconnected(conn);
                 self.peers.remove(&conn);
                 self.finish_shutdown_if_done();
             }
             ToActor::Tick => {
+                self.telemetry
+                    .set_head(self.relay.store().head().unwrap_or(0));
                 for conn in self.relay.tick(now_ms()) {
+                    self.pump(conn);
+                }
+            }
+            ToActor::Remote(notice) => {
+                for conn in self.relay.on_remote_commit(&notice) {
                     self.pump(conn);
                 }
             }
@@ -141,6 +180,7 @@ impl Actor {
 
     fn on_message(&mut self, conn: ConnId, message: Message) {
         let now = now_ms();
+        self.telemetry.inbound(conn, &message);
         let woken = self.in_span(conn, |relay| relay.handle(conn, message, now));
         self.record_device(conn);
         for woken in woken {
@@ -150,7 +190,7 @@ impl Actor {
 
     /// Run `f` inside the connection's span, so the state machine's logs say which
     /// connection and device they are about.
-    fn in_span<T>(&mut self, conn: ConnId, f: impl FnOnce(&mut Relay<SqliteLogStore>) -> T) -> T {
+    fn in_span<T>(&mut self, conn: ConnId, f: impl FnOnce(&mut Relay<S>) -> T) -> T {
         let span = self.peers.get(&conn).map(|p| p.span.clone());
         let _entered = span.as_ref().map(tracing::Span::enter);
         f(&mut self.relay)
@@ -165,6 +205,7 @@ impl Actor {
         }
         if let Some(identity) = self.relay.peer(conn) {
             peer.span.record("device", identity.device_id.as_str());
+            self.telemetry.identified(conn, identity);
             peer.device_known = true;
         }
     }
@@ -192,6 +233,7 @@ impl Actor {
                             _ => close_code::REFUSED,
                         };
                     }
+                    self.telemetry.outbound(conn, &message);
                     permit.send(Outbound::Message(message));
                 }
                 None => {

@@ -3,6 +3,7 @@
 
 use super::actor::{Outbound, ToActor};
 use super::close_code;
+use super::telemetry::Telemetry;
 use quinn::{Connection, Incoming, RecvStream, SendStream, VarInt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,14 +27,19 @@ const OUTBOUND: usize = 4;
 const GOODBYE_WAIT: Duration = Duration::from_secs(2);
 
 /// Serve one incoming connection until it ends.
-pub(crate) async fn run(incoming: Incoming, conn: ConnId, inbox: mpsc::Sender<ToActor>) {
+pub(crate) async fn run(
+    incoming: Incoming,
+    conn: ConnId,
+    inbox: mpsc::Sender<ToActor>,
+    telemetry: Arc<Telemetry>,
+) {
     let span = tracing::info_span!(
         "conn",
         conn,
         remote = %incoming.remote_address(),
         device = tracing::field::Empty
     );
-    serve(incoming, conn, inbox, span.clone())
+    serve(incoming, conn, inbox, span.clone(), telemetry)
         .instrument(span)
         .await;
 }
@@ -43,6 +49,7 @@ async fn serve(
     conn: ConnId,
     inbox: mpsc::Sender<ToActor>,
     span: tracing::Span,
+    telemetry: Arc<Telemetry>,
 ) {
     let Some(connection) = handshake(incoming).await else {
         return;
@@ -72,9 +79,10 @@ async fn serve(
         send,
         blocked,
         inbox: inbox.clone(),
+        telemetry: Arc::clone(&telemetry),
     };
     tokio::spawn(writer.run(outbound).in_current_span());
-    read_frames(conn, &connection, recv, &inbox).await;
+    read_frames(conn, &connection, recv, &inbox, &telemetry).await;
     let _ = inbox.send(ToActor::Disconnected { conn }).await;
     tracing::debug!("device disconnected");
 }
@@ -117,6 +125,7 @@ async fn read_frames(
     connection: &Connection,
     mut recv: RecvStream,
     inbox: &mpsc::Sender<ToActor>,
+    telemetry: &Telemetry,
 ) {
     let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
     let mut buf = vec![0u8; 64 * 1024];
@@ -138,7 +147,10 @@ async fn read_frames(
             }
         };
         match read {
-            Ok(Some(n)) => decoder.push(&buf[..n]),
+            Ok(Some(n)) => {
+                telemetry.received(n);
+                decoder.push(&buf[..n]);
+            }
             Ok(None) => return,
             Err(e) => {
                 tracing::debug!(error = %e, "connection lost");
@@ -191,6 +203,7 @@ struct Writer {
     send: SendStream,
     blocked: Arc<AtomicBool>,
     inbox: mpsc::Sender<ToActor>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Writer {
@@ -224,6 +237,7 @@ impl Writer {
             tracing::debug!(error = %e, "cannot write to the device");
             return false;
         }
+        self.telemetry.sent(frame.len());
         if self.blocked.swap(false, Ordering::SeqCst)
             && self
                 .inbox

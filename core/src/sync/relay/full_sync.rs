@@ -7,7 +7,7 @@ use super::{ConnId, Failure, Relay};
 use crate::ids::DocId;
 use crate::protocol::{DocSync, DocSyncComplete, ErrorCode, Message, Unshare, WireError};
 use crate::sync::audience;
-use crate::sync::log_store::LogStore;
+use crate::sync::log_store::{LogStore, LogStoreError};
 use crate::sync::relay_docs::{self, Refused, Staged};
 use automerge::sync::{self as am_sync, SyncDoc};
 use std::collections::{BTreeSet, HashMap};
@@ -247,16 +247,32 @@ impl<S: LogStore> Relay<S> {
                 self.audiences_after(&staged)?
             };
             outcome.batch.audience = audience;
-            let entries = self.commit(outcome.batch, staged, &own)?;
-            self.push(conn, &entries, &view, woken);
-            // The device has told us heads equal to ours: it holds everything we
-            // do (any reply only confirms our heads to it).
-            if state.their_heads.as_deref() == Some(&heads[..])
-                && let Some(peer) = self.peer_mut(conn)
-            {
-                peer.docs.unsettled.remove(&sync.doc_id);
+            match self.commit(outcome.batch, staged, &own) {
+                Ok(entries) => {
+                    self.push(conn, &entries, &view, woken);
+                    // The device has told us heads equal to ours: it holds everything
+                    // we do (any reply only confirms our heads to it).
+                    if state.their_heads.as_deref() == Some(&heads[..])
+                        && let Some(peer) = self.peer_mut(conn)
+                    {
+                        peer.docs.unsettled.remove(&sync.doc_id);
+                    }
+                    reply
+                }
+                Err(LogStoreError::Conflict(stale)) => {
+                    // Another node changed what this was checked against: start the
+                    // exchange for this document again from the stored state; the
+                    // device sends its changes again.
+                    tracing::debug!(doc = %sync.doc_id, ?stale, "document changed on another node during its sync; restarting it");
+                    state = am_sync::State::new();
+                    self.docs.begin_batch();
+                    let fresh = self.docs.take(&self.store, &sync.doc_id)?;
+                    let reply = fresh.generate_sync_message(&mut state);
+                    self.docs.put(sync.doc_id.clone(), fresh);
+                    reply
+                }
+                Err(e) => return Err(e.into()),
             }
-            reply
         };
         if let Some(c) = self.conns.get_mut(&conn) {
             if let Some(reply) = reply {

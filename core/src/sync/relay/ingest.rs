@@ -2,11 +2,14 @@
 //! made durable through the `LogStore`, then acknowledged and pushed.
 
 use super::rules::typed_of;
-use super::{ConnId, Failure, Relay};
+use super::visibility::ViewDelta;
+use super::{CommitNotice, ConnId, Failure, Relay};
 use crate::identity::DeviceIdentity;
 use crate::ids::DocId;
 use crate::protocol::{ErrorCode, LogEntry, Message, Refusal, Upload, UploadAck, UploadChange};
-use crate::sync::log_store::{IngestBatch, LogStore, QuarantinedChange, StoredChange};
+use crate::sync::log_store::{
+    IngestBatch, LogStore, LogStoreError, QuarantinedChange, StoredChange,
+};
 use crate::sync::relay_docs::{self, Refused, Staged};
 use std::collections::{HashMap, HashSet};
 
@@ -23,14 +26,61 @@ impl<S: LogStore> Relay<S> {
         };
         let device = identity.device_id.clone();
         let _span = tracing::debug_span!("upload", conn, device = %device, batch = upload.batch, changes = upload.changes.len()).entered();
+        let groups = group_by_doc(upload.changes);
+        let author = Author {
+            identity: &identity,
+            principal: &principal,
+            now_ms,
+        };
+        let mut attempt = 1;
+        let (outcome, own, view) = loop {
+            match self.ingest_groups(&groups, &author)? {
+                Ok(done) => break done,
+                Err(stale) if attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(
+                        attempt,
+                        ?stale,
+                        "documents changed on another node; checking the upload again"
+                    );
+                    attempt += 1;
+                }
+                Err(stale) => {
+                    tracing::warn!(
+                        attempt,
+                        ?stale,
+                        "documents keep changing on other nodes; the device retries the upload"
+                    );
+                    return Err(Failure::new(
+                        ErrorCode::Internal,
+                        "the documents changed while the relay checked them; retry".into(),
+                    ));
+                }
+            }
+        };
+        self.push(conn, &own, &view, woken);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.out.push_back(Message::UploadAck(UploadAck {
+                batch: upload.batch,
+                accepted: outcome.accepted,
+                refused: outcome.refused,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Check every group, then commit what they stage in one batch. `Ok(Err(stale))`
+    /// when another node changed documents the check read: nothing was stored, and
+    /// the working copies it read are forgotten so the next attempt reads them anew.
+    #[allow(clippy::type_complexity)]
+    fn ingest_groups(
+        &mut self,
+        groups: &[(String, Vec<Vec<u8>>)],
+        author: &Author<'_>,
+    ) -> Result<Result<(Ingest, Vec<(LogEntry, bool)>, ViewDelta), Vec<String>>, Failure> {
+        self.docs.begin_batch();
         let mut outcome = Ingest::default();
-        for (doc_id, group) in group_by_doc(upload.changes) {
-            let author = Author {
-                identity: &identity,
-                principal: &principal,
-                now_ms,
-            };
-            self.stage_group(&doc_id, group, &author, &mut outcome)?;
+        for (doc_id, group) in groups {
+            self.stage_group(doc_id, group.clone(), author, &mut outcome)?;
         }
         let (audience, view) = match self.audiences_after(&outcome.docs) {
             Ok(found) => found,
@@ -42,16 +92,13 @@ impl<S: LogStore> Relay<S> {
             }
         };
         outcome.batch.audience = audience;
-        let own = self.commit(outcome.batch, outcome.docs, &outcome.own)?;
-        self.push(conn, &own, &view, woken);
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.out.push_back(Message::UploadAck(UploadAck {
-                batch: upload.batch,
-                accepted: outcome.accepted,
-                refused: outcome.refused,
-            }));
+        let batch = std::mem::take(&mut outcome.batch);
+        let docs = std::mem::take(&mut outcome.docs);
+        match self.commit(batch, docs, &outcome.own) {
+            Ok(own) => Ok(Ok((outcome, own, view))),
+            Err(LogStoreError::Conflict(stale)) => Ok(Err(stale)),
+            Err(e) => Err(e.into()),
         }
-        Ok(())
     }
 
     /// Check one document's uploaded changes, staging what to store.
@@ -200,31 +247,56 @@ impl<S: LogStore> Relay<S> {
     }
 
     /// Make a batch durable, then cache the documents it changed. Returns the new log
-    /// entries, each marked with whether the uploading device made it.
+    /// entries, each marked with whether the uploading device made it. The batch is
+    /// checked against the versions of every document read since
+    /// [`RelayDocs::begin_batch`](crate::sync::relay_docs::RelayDocs::begin_batch); on
+    /// a conflict nothing is stored and those copies are forgotten.
     pub(super) fn commit(
         &mut self,
-        batch: IngestBatch,
+        mut batch: IngestBatch,
         docs: Vec<Staged>,
         own: &HashMap<Vec<u8>, bool>,
-    ) -> Result<Vec<(LogEntry, bool)>, Failure> {
+    ) -> Result<Vec<(LogEntry, bool)>, LogStoreError> {
         if batch.is_empty() {
             for staged in docs {
                 self.docs.put(staged.id, staged.doc);
             }
             return Ok(Vec::new());
         }
+        batch.expect = self.docs.read_versions();
         let seqs = match self.store.commit(&batch) {
             Ok(seqs) => seqs,
             Err(e) => {
-                // Nothing was stored: the working copies are ahead of the store.
+                // Nothing was stored: the working copies are ahead of the store (or,
+                // on a conflict, behind another node's commits).
                 for staged in docs {
                     self.docs.evict(&staged.id);
                 }
-                return Err(e.into());
+                if matches!(e, LogStoreError::Conflict(_)) {
+                    self.docs.evict_reads();
+                }
+                return Err(e);
             }
         };
+        let touched = batch.touched_docs();
+        self.docs.committed(&touched);
         for staged in docs {
             self.docs.put(staged.id, staged.doc);
+        }
+        if let Some(through) = seqs
+            .iter()
+            .copied()
+            .max()
+            .or_else(|| (!touched.is_empty()).then_some(0))
+        {
+            if self.committed.len() >= super::MAX_NOTICES {
+                // Nobody is reading them: notices are hints, the oldest can go.
+                self.committed.pop_front();
+            }
+            self.committed.push_back(CommitNotice {
+                through,
+                doc_ids: touched.into_iter().collect(),
+            });
         }
         Ok(batch
             .log
@@ -244,6 +316,10 @@ impl<S: LogStore> Relay<S> {
             .collect())
     }
 }
+
+/// How often an upload is checked again when other relay nodes keep changing the
+/// documents it touches, before the device is asked to retry.
+const MAX_ATTEMPTS: u32 = 5;
 
 /// Who is uploading, and when.
 pub(super) struct Author<'a> {

@@ -25,6 +25,9 @@ use full_sync::DocSyncs;
 use std::collections::{BTreeMap, VecDeque};
 use visibility::ViewDelta;
 
+/// How many commit notices wait for [`Relay::poll_committed`] at most.
+pub const MAX_NOTICES: usize = 4096;
+
 /// A connection, as numbered by the driver.
 pub type ConnId = u64;
 
@@ -77,13 +80,32 @@ struct Connection {
     closing: bool,
 }
 
+/// What a commit changed, for the other relay nodes sharing the store (see
+/// [`Relay::poll_committed`] and [`Relay::on_remote_commit`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CommitNotice {
+    /// The log now holds entries through this sequence number (0 when the commit
+    /// logged nothing, only stored waiting changes or audiences).
+    pub through: u64,
+    /// The documents whose stored state changed.
+    pub doc_ids: Vec<String>,
+}
+
 /// The relay state machine. `S` is its durable storage.
+///
+/// Several relays may share one store (relay nodes behind a load balancer, on
+/// PostgreSQL). Each then tells the others what it committed
+/// ([`Relay::poll_committed`], carried by a bus) and hears what they committed
+/// ([`Relay::on_remote_commit`]); correctness does not depend on the bus: commits are
+/// checked against the versions of the documents they read, and a device following
+/// the log live never skips an entry (a gap sends it back to the log).
 pub struct Relay<S: LogStore> {
     store: S,
     verifier: CredentialVerifier,
     config: RelayConfig,
     docs: RelayDocs,
     conns: BTreeMap<ConnId, Connection>,
+    committed: VecDeque<CommitNotice>,
 }
 
 impl<S: LogStore> Relay<S> {
@@ -96,7 +118,70 @@ impl<S: LogStore> Relay<S> {
             config,
             docs,
             conns: BTreeMap::new(),
+            committed: VecDeque::new(),
         }
+    }
+
+    /// The next commit to announce to other relay nodes sharing the store, oldest
+    /// first. A single relay may ignore these: past [`MAX_NOTICES`] unread ones the
+    /// oldest are dropped (other nodes would catch up at their tick anyway).
+    pub fn poll_committed(&mut self) -> Option<CommitNotice> {
+        self.committed.pop_front()
+    }
+
+    /// Another relay node sharing the store committed: forget the working copies it
+    /// changed and send devices following the log live what they have not seen yet
+    /// (read from the shared log, so the order is the log's). Returns the
+    /// connections with something to send.
+    pub fn on_remote_commit(&mut self, notice: &CommitNotice) -> Vec<ConnId> {
+        self.docs.begin_batch();
+        for doc_id in &notice.doc_ids {
+            self.docs.evict(doc_id);
+        }
+        let mut woken = self.follow_log(notice.through);
+        let syncing: Vec<(ConnId, Vec<String>)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .filter_map(|(conn, c)| {
+                let docs = &c.peer.as_ref()?.docs;
+                let hit: Vec<String> = notice
+                    .doc_ids
+                    .iter()
+                    .filter(|d| docs.running && docs.unsettled.contains(*d))
+                    .cloned()
+                    .collect();
+                (!hit.is_empty()).then_some((*conn, hit))
+            })
+            .collect();
+        for (conn, docs) in syncing {
+            for doc_id in docs {
+                self.nudge_doc_sync(conn, &doc_id);
+            }
+            woken.push(conn);
+        }
+        woken.sort_unstable();
+        woken.dedup();
+        woken
+    }
+
+    /// Devices following the log live that have not been sent entries through
+    /// `head` go back to reading the log from their position.
+    fn follow_log(&mut self, head: u64) -> Vec<ConnId> {
+        let mut woken = Vec::new();
+        for (conn, c) in &mut self.conns {
+            if c.closing {
+                continue;
+            }
+            if let Some(peer) = c.peer.as_mut()
+                && !peer.catching_up
+                && peer.sent_through < head
+            {
+                peer.catching_up = true;
+                woken.push(*conn);
+            }
+        }
+        woken
     }
 
     /// The durable store.
@@ -159,6 +244,7 @@ impl<S: LogStore> Relay<S> {
     /// and revive full syncs whose device has gone quiet. Drivers call this every
     /// few seconds. Returns the connections with something to send.
     pub fn tick(&mut self, now_ms: i64) -> Vec<ConnId> {
+        self.docs.begin_batch();
         let open: Vec<(ConnId, String, i64)> = self
             .conns
             .iter()
@@ -169,6 +255,12 @@ impl<S: LogStore> Relay<S> {
             })
             .collect();
         let mut ended = self.revive_stalled_full_syncs(now_ms);
+        // Other nodes sharing the store announce their commits; should an
+        // announcement be lost, live devices still get them within a tick.
+        match self.store.head() {
+            Ok(head) => ended.extend(self.follow_log(head)),
+            Err(e) => tracing::error!(error = %e, "cannot read the log head"),
+        }
         for (conn, device, expires_ms) in open {
             let revoked = match self.store.is_revoked(&device) {
                 Ok(revoked) => revoked,
@@ -242,6 +334,7 @@ impl<S: LogStore> Relay<S> {
             return Vec::new();
         }
         let mut woken = vec![conn];
+        self.docs.begin_batch();
         if let Some(peer) = self.peer_mut(conn) {
             peer.last_heard_ms = now_ms;
         }

@@ -1,0 +1,8 @@
+-- Relay schema 3: a version per document, advanced by every commit that changes
+-- its stored changes or its audience. A relay node checks its batch against the
+-- versions of the documents it read, so nodes sharing a store never commit on a
+-- stale working copy (see LogStore::doc_version in core/src/sync/log_store.rs).
+CREATE TABLE doc_version (
+    doc_id  TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
