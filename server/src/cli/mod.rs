@@ -29,8 +29,8 @@ use waybill_core::net::NetError;
 use waybill_core::sync::LogStoreError;
 
 pub use admin::{EnrollArgs, QuarantineCommand, RevokeArgs, RoleArg};
-pub use bench::{BenchArgs, BenchCommand, BenchDeviceArgs, BenchRunArgs};
 pub use admin_token::AdminTokenArgs;
+pub use bench::{BenchArgs, BenchCommand, BenchDeviceArgs, BenchRunArgs};
 pub use device_args::{
     DeviceAction, DeviceArgs, DeviceCommand, MethodArg, OrderCommand, ShowDeliveryCommand,
 };
