@@ -120,6 +120,9 @@ async fn open_stream(connection: &Connection) -> Option<(SendStream, RecvStream)
 /// something that is not a message (the relay thread then answers with a typed
 /// error and closes; this waits for that). A device that opens its stream but
 /// says nothing is refused, so idle sockets cannot pile up.
+/// Most bytes taken from the stream at once.
+const READ_CHUNK: usize = 64 * 1024;
+
 async fn read_frames(
     conn: ConnId,
     connection: &Connection,
@@ -128,14 +131,14 @@ async fn read_frames(
     telemetry: &Telemetry,
 ) {
     let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
-    let mut buf = vec![0u8; 64 * 1024];
     let hello_by = Instant::now() + HELLO_TIMEOUT;
     let mut greeted = false;
     loop {
+        // Chunks are quinn's own buffers: an idle connection holds no read buffer.
         let read = if greeted {
-            recv.read(&mut buf).await
+            recv.read_chunk(READ_CHUNK, true).await
         } else {
-            match tokio::time::timeout_at(hello_by, recv.read(&mut buf)).await {
+            match tokio::time::timeout_at(hello_by, recv.read_chunk(READ_CHUNK, true)).await {
                 Ok(read) => read,
                 Err(_) => {
                     let error = ProtocolError::Unexpected {
@@ -147,9 +150,9 @@ async fn read_frames(
             }
         };
         match read {
-            Ok(Some(n)) => {
-                telemetry.received(n);
-                decoder.push(&buf[..n]);
+            Ok(Some(chunk)) => {
+                telemetry.received(chunk.bytes.len());
+                decoder.push(&chunk.bytes);
             }
             Ok(None) => return,
             Err(e) => {
