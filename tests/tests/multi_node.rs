@@ -4,9 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeSet;
 use waybill_core::credential::CredentialIssuer;
 use waybill_core::model::NewDelivery;
-use waybill_core::sync::{LogStore, Relay, RelayConfig, SharedLogStore};
+use waybill_core::protocol::LogEntry;
+use waybill_core::sync::{
+    IngestBatch, LogStore, LogStoreError, QuarantinedChange, Relay, RelayConfig, SharedLogStore,
+    StoredChange, ViewChange,
+};
 use waybill_core::{DocId, Role};
 use waybill_tests::{Device, order, pump};
 
@@ -283,4 +288,119 @@ fn random_schedules_over_three_nodes_converge() {
             }
         }
     }
+}
+
+/// A node's store on which another node commits while this node reads the log:
+/// the moment between reading the log head and reading a page.
+struct CommitDuringRead {
+    store: SharedLogStore,
+    injected: std::sync::Mutex<Option<IngestBatch>>,
+}
+
+impl LogStore for CommitDuringRead {
+    fn relay_id(&self) -> String {
+        self.store.relay_id()
+    }
+    fn head(&self) -> Result<u64, LogStoreError> {
+        self.store.head()
+    }
+    fn oldest_resumable(&self) -> Result<u64, LogStoreError> {
+        self.store.oldest_resumable()
+    }
+    fn commit(&mut self, batch: &IngestBatch) -> Result<Vec<u64>, LogStoreError> {
+        self.store.commit(batch)
+    }
+    fn read_log(&self, after: u64, n: usize, bytes: usize) -> Result<Vec<LogEntry>, LogStoreError> {
+        let page = self.store.read_log(after, n, bytes);
+        if let Some(batch) = self.injected.lock().unwrap().take() {
+            self.store.clone().commit(&batch).unwrap();
+        }
+        page
+    }
+    fn contains(&self, hash: &[u8]) -> Result<bool, LogStoreError> {
+        self.store.contains(hash)
+    }
+    fn doc_changes(&self, doc_id: &str) -> Result<Vec<Vec<u8>>, LogStoreError> {
+        self.store.doc_changes(doc_id)
+    }
+    fn doc_version(&self, doc_id: &str) -> Result<u64, LogStoreError> {
+        self.store.doc_version(doc_id)
+    }
+    fn doc_ids(&self) -> Result<Vec<String>, LogStoreError> {
+        self.store.doc_ids()
+    }
+    fn is_quarantined(&self, hash: &[u8]) -> Result<bool, LogStoreError> {
+        self.store.is_quarantined(hash)
+    }
+    fn quarantined(&self) -> Result<Vec<QuarantinedChange>, LogStoreError> {
+        self.store.quarantined()
+    }
+    fn audience_of(&self, doc_id: &str) -> Result<BTreeSet<String>, LogStoreError> {
+        self.store.audience_of(doc_id)
+    }
+    fn view(&self, principal: &str) -> Result<Vec<String>, LogStoreError> {
+        self.store.view(principal)
+    }
+    fn view_changes(&self, principal: &str, after: u64) -> Result<Vec<ViewChange>, LogStoreError> {
+        self.store.view_changes(principal, after)
+    }
+    fn doc_log(&self, doc_id: &str) -> Result<Vec<LogEntry>, LogStoreError> {
+        self.store.doc_log(doc_id)
+    }
+    fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError> {
+        self.store.is_revoked(device_id)
+    }
+    fn revoke(&mut self, device_id: &str) -> Result<(), LogStoreError> {
+        self.store.revoke(device_id)
+    }
+}
+
+/// A device resuming at the head, while another node commits between this node
+/// reading the head and reading the (empty) page: the cursor must not move past
+/// the new entries (found on the QUIC tier, where it dropped whole upload batches).
+#[test]
+fn a_commit_between_reading_the_head_and_the_page_is_not_skipped() {
+    let issuer = CredentialIssuer::generate();
+    let store = SharedLogStore::new("relay-shared");
+    let mut node1 = Relay::new(
+        CommitDuringRead {
+            store: store.clone(),
+            injected: std::sync::Mutex::new(None),
+        },
+        issuer.verifier(),
+        RelayConfig::default(),
+    );
+    let mut node2 = node(&store, &issuer);
+    let mut tablet = Device::with_role(&issuer, "tablet-a", Role::Store, "S1");
+    let mut reader = Device::with_role(&issuer, "tablet-b", Role::Store, "S1");
+
+    let first = tablet.replica.create_order(&order("S1", 1)).unwrap();
+    tablet.connect(&mut node2, 1);
+    pump(&mut node2, &mut [&mut tablet], NOW);
+    reader.connect(&mut node1, 1);
+    pump(&mut node1, &mut [&mut reader], NOW);
+    reader.disconnect(&mut node1);
+    assert_eq!(store.head().unwrap(), 1);
+
+    // A note on the order, as another node would commit it, lands mid-read (no
+    // view change comes with it to carry it another way).
+    tablet.replica.add_note(&first, "fragile").unwrap();
+    let change = tablet.replica.outbox(usize::MAX).unwrap().remove(0);
+    *node1.store().injected.lock().unwrap() = Some(IngestBatch {
+        log: vec![StoredChange {
+            doc_id: change.doc_id.clone(),
+            hash: change.hash.clone(),
+            bytes: change.bytes.clone(),
+            device_id: "tablet-a".into(),
+        }],
+        ..IngestBatch::default()
+    });
+    reader.connect(&mut node1, 2);
+    pump(&mut node1, &mut [&mut reader], NOW);
+    assert_eq!(store.head().unwrap(), 2, "the other node committed");
+
+    // Its notice (or the tick) now brings the note; a skipped cursor never would.
+    node1.tick(NOW);
+    pump(&mut node1, &mut [&mut reader], NOW);
+    assert_eq!(heads(&reader, &first), heads(&tablet, &first));
 }

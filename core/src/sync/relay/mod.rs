@@ -547,11 +547,15 @@ impl<S: LogStore> Relay<S> {
             );
             return Ok(());
         }
+        // The head first: every entry up to it is visible to the read that follows
+        // (the sequence is gap-safe). Read after the page, a head moved on by another
+        // relay node in between would let an empty page carry the cursor past entries
+        // the device never received.
+        let head = self.store.head()?;
         let entries =
             self.store
                 .read_log(after, self.config.page_entries, self.config.page_bytes)?;
-        let head = self.store.head()?;
-        let cursor = entries.last().map_or(head.max(after), |e| e.seq);
+        let cursor = entries.last().map_or(after, |e| e.seq);
         let caught_up = cursor >= head;
         let principal = self
             .peer_mut(conn)
