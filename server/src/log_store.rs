@@ -15,7 +15,7 @@ use std::time::Duration;
 use waybill_core::protocol::LogEntry;
 use waybill_core::sync::{
     AudienceUpdate, IngestBatch, LogStore, LogStoreError, QuarantinedChange, StoredChange,
-    ViewChange,
+    ViewChange, settle_relay_id,
 };
 
 /// The migrations, in order; migration `i` brings the schema to version `i + 1`.
@@ -220,31 +220,14 @@ impl SqliteLogStore {
             })
             .optional()
             .map_err(|e| open_error(what, e))?;
-        let relay_id = match stored {
-            Some(stored) => {
-                if stored != requested {
-                    tracing::warn!(
-                        stored = %stored,
-                        requested = %requested,
-                        "relay database belongs to another relay id; keeping the stored one"
-                    );
-                }
-                stored
-            }
-            None => {
-                if requested.trim().is_empty() {
-                    return Err(LogStoreError::Backend(
-                        "a new relay database needs a non-empty relay id".to_owned(),
-                    ));
-                }
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES ('relay_id', ?1)",
-                    [requested],
-                )
-                .map_err(|e| open_error(what, e))?;
-                requested.to_owned()
-            }
-        };
+        let (relay_id, record) = settle_relay_id(stored, requested)?;
+        if record {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('relay_id', ?1)",
+                [&relay_id],
+            )
+            .map_err(|e| open_error(what, e))?;
+        }
         tx.commit().map_err(|e| open_error(what, e))?;
         Ok(Self { conn, relay_id })
     }

@@ -40,7 +40,7 @@ use std::sync::{Mutex, PoisonError};
 use waybill_core::protocol::LogEntry;
 use waybill_core::sync::{
     AudienceUpdate, IngestBatch, LogStore, LogStoreError, QuarantinedChange, StoredChange,
-    ViewChange,
+    ViewChange, settle_relay_id,
 };
 
 /// The migrations, in order; migration `i` brings the schema to version `i + 1`.
@@ -219,31 +219,14 @@ fn migrate(client: &mut Client, requested: &str) -> Result<String, LogStoreError
         .query_opt("SELECT value FROM meta WHERE key = 'relay_id'", &[])
         .map_err(open)?
         .map(|r| r.get(0));
-    let relay_id = match stored {
-        Some(stored) => {
-            if stored != requested {
-                tracing::warn!(
-                    stored = %stored,
-                    requested = %requested,
-                    "relay schema belongs to another relay id; keeping the stored one"
-                );
-            }
-            stored
-        }
-        None => {
-            if requested.trim().is_empty() {
-                return Err(LogStoreError::Backend(
-                    "a new relay database needs a non-empty relay id".to_owned(),
-                ));
-            }
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('relay_id', $1)",
-                &[&requested],
-            )
-            .map_err(open)?;
-            requested.to_owned()
-        }
-    };
+    let (relay_id, record) = settle_relay_id(stored, requested)?;
+    if record {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('relay_id', $1)",
+            &[&relay_id],
+        )
+        .map_err(open)?;
+    }
     tx.commit().map_err(open)?;
     Ok(relay_id)
 }

@@ -126,6 +126,31 @@ impl IngestBatch {
     }
 }
 
+/// The relay id a durable backend keeps, settled when it is opened: the stored id
+/// wins (a different requested one is logged and ignored); a new store records the
+/// requested id, which must not be empty. Returns the id and whether to record it.
+pub fn settle_relay_id(
+    stored: Option<String>,
+    requested: &str,
+) -> Result<(String, bool), LogStoreError> {
+    match stored {
+        Some(stored) => {
+            if stored != requested {
+                tracing::warn!(
+                    stored = %stored,
+                    requested = %requested,
+                    "the relay log belongs to another relay id; keeping the stored one"
+                );
+            }
+            Ok((stored, false))
+        }
+        None if requested.trim().is_empty() => Err(LogStoreError::Backend(
+            "a new relay database needs a non-empty relay id".to_owned(),
+        )),
+        None => Ok((requested.to_owned(), true)),
+    }
+}
+
 /// Durable storage behind a relay. Every method is one transaction; `commit` returns
 /// only once everything in the batch is durable (the relay acknowledges after it).
 pub trait LogStore: Send {
