@@ -9,7 +9,7 @@
 //! of being written to.
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::time::Duration;
 use waybill_core::protocol::LogEntry;
@@ -281,6 +281,30 @@ impl SqliteLogStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The hashes among `hashes` that `sql` finds, given them as one JSON array of
+    /// hex strings (`?1`): one statement for a whole upload instead of one per change.
+    fn hashes_among(&self, sql: &str, hashes: &[Vec<u8>]) -> Res<HashSet<Vec<u8>>> {
+        if hashes.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut json = String::with_capacity(hashes.len() * 68 + 2);
+        json.push('[');
+        for (i, hash) in hashes.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push('"');
+            for byte in hash {
+                json.push_str(&format!("{byte:02x}"));
+            }
+            json.push('"');
+        }
+        json.push(']');
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map([json], |r| r.get::<_, Vec<u8>>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn head_in(conn: &Connection) -> Res<u64> {
         Ok(conn.prepare_cached(HEAD_SQL)?.query_row([], |r| r.get(0))?)
     }
@@ -486,6 +510,22 @@ impl LogStore for SqliteLogStore {
                 .query_row([hash], |r| r.get(0))?)
         })()?;
         Ok(found)
+    }
+
+    fn stored_among(&self, hashes: &[Vec<u8>]) -> Result<HashSet<Vec<u8>>, LogStoreError> {
+        Ok(self.hashes_among(
+            "SELECT hash FROM log WHERE hash IN (SELECT unhex(value) FROM json_each(?1))
+             UNION SELECT hash FROM waiting WHERE hash IN (SELECT unhex(value) FROM json_each(?1))",
+            hashes,
+        )?)
+    }
+
+    fn quarantined_among(&self, hashes: &[Vec<u8>]) -> Result<HashSet<Vec<u8>>, LogStoreError> {
+        Ok(self.hashes_among(
+            "SELECT DISTINCT hash FROM quarantine
+             WHERE hash IN (SELECT unhex(value) FROM json_each(?1)) AND length(hash) > 0",
+            hashes,
+        )?)
     }
 
     fn doc_changes(&self, doc_id: &str) -> Result<Vec<Vec<u8>>, LogStoreError> {

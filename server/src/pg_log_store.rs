@@ -595,6 +595,37 @@ impl LogStore for PgLogStore {
         )
     }
 
+    fn stored_among(
+        &self,
+        hashes: &[Vec<u8>],
+    ) -> Result<std::collections::HashSet<Vec<u8>>, LogStoreError> {
+        if hashes.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
+        let found = self.rows(
+            "SELECT hash FROM log WHERE hash = ANY($1)
+             UNION SELECT hash FROM waiting WHERE hash = ANY($1)",
+            &[&hashes],
+            |r| Ok(r.get::<_, Vec<u8>>(0)),
+        )?;
+        Ok(found.into_iter().collect())
+    }
+
+    fn quarantined_among(
+        &self,
+        hashes: &[Vec<u8>],
+    ) -> Result<std::collections::HashSet<Vec<u8>>, LogStoreError> {
+        if hashes.is_empty() {
+            return Ok(std::collections::HashSet::new());
+        }
+        let found = self.rows(
+            "SELECT DISTINCT hash FROM quarantine WHERE hash = ANY($1) AND octet_length(hash) > 0",
+            &[&hashes],
+            |r| Ok(r.get::<_, Vec<u8>>(0)),
+        )?;
+        Ok(found.into_iter().collect())
+    }
+
     fn doc_changes(&self, doc_id: &str) -> Result<Vec<Vec<u8>>, LogStoreError> {
         self.with(|inner| {
             // One snapshot, so the logged and waiting halves agree.

@@ -183,6 +183,36 @@ pub trait LogStore: Send {
     /// Whether a change is in the log or waiting.
     fn contains(&self, hash: &[u8]) -> Result<bool, LogStoreError>;
 
+    /// Which of `hashes` are in the log or waiting: [`LogStore::contains`] for a
+    /// whole upload at once. Backends answer it with one query.
+    fn stored_among(
+        &self,
+        hashes: &[Vec<u8>],
+    ) -> Result<std::collections::HashSet<Vec<u8>>, LogStoreError> {
+        let mut found = std::collections::HashSet::new();
+        for hash in hashes {
+            if self.contains(hash)? {
+                found.insert(hash.clone());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Which of `hashes` were refused: [`LogStore::is_quarantined`] for a whole
+    /// upload's dependencies at once. Backends answer it with one query.
+    fn quarantined_among(
+        &self,
+        hashes: &[Vec<u8>],
+    ) -> Result<std::collections::HashSet<Vec<u8>>, LogStoreError> {
+        let mut found = std::collections::HashSet::new();
+        for hash in hashes {
+            if self.is_quarantined(hash)? {
+                found.insert(hash.clone());
+            }
+        }
+        Ok(found)
+    }
+
     /// Every stored change of a document (logged, in order, then waiting), to rebuild it.
     fn doc_changes(&self, doc_id: &str) -> Result<Vec<Vec<u8>>, LogStoreError>;
 

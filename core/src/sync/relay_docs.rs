@@ -14,18 +14,32 @@ pub(crate) struct Applied {
     /// Changes now part of the document (in causal order), including earlier waiting
     /// ones that the new changes completed.
     pub(crate) applied: Vec<Change>,
-    /// New changes still waiting for dependencies.
-    pub(crate) waiting: Vec<Change>,
+    /// New changes still waiting for dependencies (by hash).
+    pub(crate) waiting: Vec<ChangeHash>,
     /// The document's typed value afterwards (None while it waits for changes).
     pub(crate) after: Option<Document>,
 }
 
 /// A working copy changed by the batch being checked, with its typed value read once
-/// (the rules, the facts they ask for and the audiences all use it).
+/// (the rules, the facts they ask for and the audiences all use it) and its audience
+/// as stored when it was read (None: not read yet).
 pub(crate) struct Staged {
     pub(crate) id: String,
     pub(crate) doc: Automerge,
     pub(crate) typed: Option<Document>,
+    pub(crate) audience: Option<BTreeSet<String>>,
+}
+
+/// A cached working copy: the document, the store version it was read at, its typed
+/// value (None: not read yet; `Some(None)`: incomplete or not readable) and its
+/// stored audience (None: not read yet). The typed value and the audience are kept
+/// so that a batch neither re-hydrates the document it is about to change nor
+/// queries the store for who sees it.
+struct Cached {
+    doc: Automerge,
+    version: u64,
+    typed: Option<Option<Document>>,
+    audience: Option<BTreeSet<String>>,
 }
 
 /// Why a batch of changes to a document was refused.
@@ -44,7 +58,7 @@ pub(crate) enum Refused {
 /// commit expects them still current, so relay nodes sharing one store never commit
 /// a batch checked against a copy another node has moved on from.
 pub(crate) struct RelayDocs {
-    cache: LruCache<String, (Automerge, u64)>,
+    cache: LruCache<String, Cached>,
     reads: BTreeMap<String, u64>,
 }
 
@@ -63,15 +77,89 @@ impl RelayDocs {
         store: &dyn LogStore,
         doc_id: &str,
     ) -> Result<Automerge, LogStoreError> {
-        let (doc, version) = match self.cache.pop(doc_id) {
+        Ok(self.take_cached(store, doc_id)?.doc)
+    }
+
+    fn take_cached(&mut self, store: &dyn LogStore, doc_id: &str) -> Result<Cached, LogStoreError> {
+        let cached = match self.cache.pop(doc_id) {
             Some(cached) => cached,
             None => Self::load(store, doc_id)?,
         };
-        self.reads.entry(doc_id.to_owned()).or_insert(version);
-        Ok(doc)
+        self.reads
+            .entry(doc_id.to_owned())
+            .or_insert(cached.version);
+        Ok(cached)
     }
 
-    fn load(store: &dyn LogStore, doc_id: &str) -> Result<(Automerge, u64), LogStoreError> {
+    /// Take a document to change it, with its typed value (read now only if the
+    /// cache did not know it) and its stored audience (read now if unknown).
+    pub(crate) fn take_staged(
+        &mut self,
+        store: &dyn LogStore,
+        doc_id: &str,
+    ) -> Result<Staged, LogStoreError> {
+        let cached = self.take_cached(store, doc_id)?;
+        let typed = match cached.typed {
+            Some(typed) => typed,
+            None => typed_of(doc_id, &cached.doc),
+        };
+        let audience = match cached.audience {
+            Some(audience) => audience,
+            None => store.audience_of(doc_id)?,
+        };
+        Ok(Staged {
+            id: doc_id.to_owned(),
+            doc: cached.doc,
+            typed,
+            audience: Some(audience),
+        })
+    }
+
+    /// A document's typed value (None when absent, incomplete or unreadable),
+    /// hydrated at most once while the document stays cached.
+    pub(crate) fn typed(
+        &mut self,
+        store: &dyn LogStore,
+        doc_id: &str,
+    ) -> Result<Option<Document>, LogStoreError> {
+        let mut cached = self.take_cached(store, doc_id)?;
+        let typed = match &cached.typed {
+            Some(typed) => typed.clone(),
+            None => {
+                let typed = typed_of(doc_id, &cached.doc);
+                cached.typed = Some(typed.clone());
+                typed
+            }
+        };
+        self.cache.put(doc_id.to_owned(), cached);
+        Ok(typed)
+    }
+
+    /// A document's stored audience: from the cache when known, else from the
+    /// store (and remembered if the document is cached).
+    pub(crate) fn audience(
+        &mut self,
+        store: &dyn LogStore,
+        doc_id: &str,
+    ) -> Result<BTreeSet<String>, LogStoreError> {
+        if let Some(Some(audience)) = self.cache.peek(doc_id).map(|c| c.audience.as_ref()) {
+            return Ok(audience.clone());
+        }
+        let audience = store.audience_of(doc_id)?;
+        if let Some(cached) = self.cache.peek_mut(doc_id) {
+            cached.audience = Some(audience.clone());
+        }
+        Ok(audience)
+    }
+
+    /// A committed batch changed a document's audience.
+    pub(crate) fn set_audience(&mut self, doc_id: &str, audience: &BTreeSet<String>) {
+        if let Some(cached) = self.cache.peek_mut(doc_id) {
+            cached.audience = Some(audience.clone());
+        }
+    }
+
+    fn load(store: &dyn LogStore, doc_id: &str) -> Result<Cached, LogStoreError> {
         // The version first: changes committed in between make it look older than
         // the copy, which fails the next commit safely instead of hiding a change.
         let version = store.doc_version(doc_id)?;
@@ -86,15 +174,48 @@ impl RelayDocs {
         let mut doc = Automerge::new();
         crate::changes::apply(&mut doc, changes)
             .map_err(|e| LogStoreError::Corrupt(format!("stored changes of {doc_id}: {e}")))?;
-        Ok((doc, version))
+        Ok(Cached {
+            doc,
+            version,
+            typed: None,
+            audience: None,
+        })
     }
 
     /// Put back a document taken while building the current batch, unchanged or
-    /// changed only in ways not yet committed.
+    /// changed only in ways not yet committed. Its typed value and audience are
+    /// read again when next asked for.
     pub(crate) fn put(&mut self, doc_id: String, doc: Automerge) {
+        self.put_known(doc_id, doc, None, None);
+    }
+
+    /// Put back a staged document with what is known of it: its typed value (which
+    /// must be the document's; None, as for a document still waiting for changes, is
+    /// read again when asked for) and its stored audience.
+    pub(crate) fn put_staged(&mut self, staged: Staged) {
+        let typed = staged.typed.map(Some);
+        self.put_known(staged.id, staged.doc, typed, staged.audience);
+    }
+
+    fn put_known(
+        &mut self,
+        doc_id: String,
+        doc: Automerge,
+        typed: Option<Option<Document>>,
+        audience: Option<BTreeSet<String>>,
+    ) {
         match self.reads.get(&doc_id) {
             Some(version) => {
-                self.cache.put(doc_id, (doc, *version));
+                let version = *version;
+                self.cache.put(
+                    doc_id,
+                    Cached {
+                        doc,
+                        version,
+                        typed,
+                        audience,
+                    },
+                );
             }
             // Not read through `take`: its version is unknown, so it is not kept.
             None => {
@@ -121,9 +242,9 @@ impl RelayDocs {
                 *version += 1;
             }
             let read = self.reads.get(doc_id).copied();
-            if let Some((_, version)) = self.cache.get_mut(doc_id) {
+            if let Some(cached) = self.cache.get_mut(doc_id) {
                 match read {
-                    Some(read) => *version = read,
+                    Some(read) => cached.version = read,
                     None => {
                         self.cache.pop(doc_id);
                     }
@@ -155,14 +276,12 @@ pub(crate) fn apply_checked(
 ) -> Result<Applied, Refused> {
     let heads_before = doc.get_heads();
     let hashes: Vec<ChangeHash> = changes.iter().map(Change::hash).collect();
-    crate::changes::apply(doc, changes.clone()).map_err(|e| Refused::Corrupt(e.to_string()))?;
+    crate::changes::apply(doc, changes).map_err(|e| Refused::Corrupt(e.to_string()))?;
     let applied = new_since(doc, &heads_before);
     let after = readable(doc, doc_id)?;
-    let waiting = changes
+    let waiting = hashes
         .into_iter()
-        .zip(hashes)
-        .filter(|(_, h)| doc.get_change_by_hash(h).is_none())
-        .map(|(c, _)| c)
+        .filter(|h| doc.get_change_by_hash(h).is_none())
         .collect();
     Ok(Applied {
         applied,
@@ -177,6 +296,15 @@ pub(crate) fn new_since(doc: &Automerge, heads_before: &[ChangeHash]) -> Vec<Cha
         return Vec::new();
     }
     doc.get_changes(heads_before)
+}
+
+/// Read a working copy as its typed value, if it is complete.
+pub(crate) fn typed_of(doc_id: &str, doc: &Automerge) -> Option<Document> {
+    let id = DocId::parse(doc_id).ok()?;
+    if doc.get_heads().is_empty() {
+        return None;
+    }
+    document::read(&id, doc).ok()
 }
 
 /// A document with every dependency present must read as its kind (its typed value

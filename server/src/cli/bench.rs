@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::CliError;
-use crate::loadgen::{self, DeviceRun, Options, Scenario, metrics::Figure};
+use crate::loadgen::{self, DeviceRun, IngestMethod, Options, Scenario, metrics::Figure};
 
 /// `waybill bench`.
 #[derive(Args, Debug)]
@@ -43,6 +43,15 @@ pub struct BenchRunArgs {
     /// Small changes each writer uploads (ingest).
     #[arg(long, default_value_t = 200)]
     pub changes_per_writer: usize,
+    /// Changes in one upload (ingest, streamed).
+    #[arg(long, default_value_t = 20)]
+    pub ingest_batch: usize,
+    /// Uploads each writer keeps unacknowledged (ingest, streamed).
+    #[arg(long, default_value_t = 4)]
+    pub ingest_in_flight: usize,
+    /// How the writers upload in the measured part (ingest).
+    #[arg(long, value_enum, default_value_t = IngestMethod::SyncOnce)]
+    pub ingest_method: IngestMethod,
     /// Connected devices (fan-out).
     #[arg(long, default_value_t = 1000)]
     pub devices: usize,
@@ -158,6 +167,9 @@ pub(crate) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
         writers: args.writers.max(1),
         orders_per_writer: args.orders_per_writer.max(1),
         changes_per_writer: args.changes_per_writer,
+        ingest_batch: args.ingest_batch.max(1),
+        ingest_in_flight: args.ingest_in_flight.max(1),
+        ingest_method: args.ingest_method,
         fanout_devices: args.devices.max(1),
         fanout_rounds: args.rounds.max(1),
         idle_devices: args.idle,

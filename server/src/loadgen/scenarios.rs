@@ -44,6 +44,19 @@ pub enum Scenario {
     Idle,
 }
 
+/// How the writers upload in the ingest's measured part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IngestMethod {
+    /// Writers are connected and caught up before the window; their changes are
+    /// built beforehand; each streams them in uploads of `ingest_batch` changes,
+    /// `ingest_in_flight` unacknowledged at a time. Measures the relay.
+    Stream,
+    /// Each writer runs `sync_once` (QUIC connect, handshake, one upload of all
+    /// its changes) inside the window: the relay plus 50 handshakes and the
+    /// writers' own client CPU (the method of the first figures).
+    SyncOnce,
+}
+
 /// Scale and wiring of a run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -62,6 +75,12 @@ pub struct Options {
     pub orders_per_writer: usize,
     /// Small changes each writer uploads in the measured part (ingest).
     pub changes_per_writer: usize,
+    /// Changes in one upload (ingest, streamed).
+    pub ingest_batch: usize,
+    /// Uploads each writer keeps unacknowledged (ingest, streamed).
+    pub ingest_in_flight: usize,
+    /// How the ingest's measured part uploads.
+    pub ingest_method: IngestMethod,
     /// Connected devices (fan-out).
     pub fanout_devices: usize,
     /// Changes sent, one at a time (fan-out).
@@ -423,16 +442,32 @@ async fn ingest(o: &Options, emit: &mut dyn FnMut(Figure)) -> Result<(), LoadErr
             replica.add_note(&ids[k % ids.len()], &format!("Call on arrival ({k})."))?;
         }
     }
-    relay.reset_peak();
-    let started = Instant::now();
-    let reports = all_sync(&writers, o.timeout).await?;
-    let took = started.elapsed();
-    let total: u64 = reports.iter().map(|r| r.uploaded).sum();
     let expected = (o.writers * o.changes_per_writer) as u64;
+    let (total, took, scale) = match o.ingest_method {
+        IngestMethod::SyncOnce => {
+            relay.reset_peak();
+            let started = Instant::now();
+            let reports = all_sync(&writers, o.timeout).await?;
+            let took = started.elapsed();
+            let total: u64 = reports.iter().map(|r| r.uploaded).sum();
+            let scale = format!(
+                "{} writers × {} changes, sync_once each (connect included)",
+                o.writers, o.changes_per_writer
+            );
+            (total, took, scale)
+        }
+        IngestMethod::Stream => {
+            let (total, took) = stream_ingest(o, &relay, &writers).await?;
+            let scale = format!(
+                "{} writers × {} changes, streamed: uploads of {}, {} in flight",
+                o.writers, o.changes_per_writer, o.ingest_batch, o.ingest_in_flight
+            );
+            (total, took, scale)
+        }
+    };
     check(total == expected, || {
         format!("ingest acknowledged {total} of {expected} changes")
     })?;
-    let scale = format!("{} writers × {} changes", o.writers, o.changes_per_writer);
     emit(Figure::new(
         "ingest",
         "changes_per_s",
@@ -450,6 +485,78 @@ async fn ingest(o: &Options, emit: &mut dyn FnMut(Figure)) -> Result<(), LoadErr
     ));
     relay.stop();
     Ok(())
+}
+
+/// The streamed ingest: every writer connects (as a light device with its own
+/// credential) and catches up before the window opens, and its changes are read
+/// from its outbox beforehand. The window runs from the first upload until the last
+/// acknowledgement: every writer keeps `ingest_in_flight` uploads of
+/// `ingest_batch` changes unacknowledged, and an acknowledgement means durable.
+/// Returns the changes acknowledged and the window.
+async fn stream_ingest(
+    o: &Options,
+    relay: &RelayUnderTest,
+    writers: &[Writer],
+) -> Result<(u64, Duration), LoadError> {
+    let fleet = Fleet::new(relay.addr, &relay.keys.cert_der, writers.len())?;
+    let mut connected = Vec::with_capacity(writers.len());
+    for (i, (credential, replica, _)) in writers.iter().enumerate() {
+        let changes: Vec<(String, Vec<u8>)> = replica
+            .outbox(usize::MAX)?
+            .into_iter()
+            .map(|e| (e.doc_id, e.bytes))
+            .collect();
+        let device = fleet.connect(i, credential.to_bytes(), None, None).await?;
+        connected.push((device, changes));
+    }
+    let batch = o.ingest_batch.max(1);
+    let window = o.ingest_in_flight.max(1);
+    let timeout = o.timeout;
+    relay.reset_peak();
+    let start = Arc::new(tokio::sync::Barrier::new(connected.len() + 1));
+    let mut set = JoinSet::new();
+    for (i, (mut device, changes)) in connected.into_iter().enumerate() {
+        let start = Arc::clone(&start);
+        set.spawn(async move {
+            let mut uploads = changes.chunks(batch).map(<[_]>::to_vec);
+            start.wait().await;
+            let run = async {
+                let mut in_flight = 0usize;
+                let mut accepted = 0u64;
+                loop {
+                    while in_flight < window {
+                        let Some(upload) = uploads.next() else { break };
+                        device.upload(upload).await?;
+                        in_flight += 1;
+                    }
+                    if in_flight == 0 {
+                        return Ok::<_, LoadError>((accepted, Instant::now()));
+                    }
+                    let acked = device.ack().await.ok_or_else(|| LoadError::Device {
+                        index: i,
+                        reason: "the relay closed the stream during the ingest".into(),
+                    })?;
+                    accepted += acked as u64;
+                    in_flight -= 1;
+                }
+            };
+            let done = tokio::time::timeout(timeout, run)
+                .await
+                .map_err(|_| LoadError::Timeout(format!("writer {i} uploading")))?;
+            device.close().await;
+            done
+        });
+    }
+    start.wait().await;
+    let started = Instant::now();
+    let mut total = 0;
+    let mut last = started;
+    while let Some(joined) = set.join_next().await {
+        let (accepted, finished) = joined.map_err(|e| LoadError::Setup(e.to_string()))??;
+        total += accepted;
+        last = last.max(finished);
+    }
+    Ok((total, last.duration_since(started)))
 }
 
 type Writer = (Arc<Credential>, Arc<Replica>, Vec<DocId>);

@@ -43,6 +43,10 @@ pub(crate) enum ToActor {
     Remote(CommitNotice),
 }
 
+/// Most inbox events handled as one step: bounds the latency a group commit adds to
+/// the first upload in it.
+const MAX_DRAIN: usize = 256;
+
 /// What the relay thread hands a connection's writer.
 pub(crate) enum Outbound {
     /// Encode and write.
@@ -98,8 +102,18 @@ impl<S: LogStore + 'static> Actor<S> {
                     bus,
                     telemetry,
                 };
-                while let Some(event) = inbox.blocking_recv() {
-                    actor.on(event);
+                while let Some(first) = inbox.blocking_recv() {
+                    // Whatever else is already waiting is handled with it: runs of
+                    // messages go to the relay as one step, so their uploads share
+                    // one commit (group commit).
+                    let mut events = vec![first];
+                    while events.len() < MAX_DRAIN {
+                        match inbox.try_recv() {
+                            Ok(event) => events.push(event),
+                            Err(_) => break,
+                        }
+                    }
+                    actor.on_all(events);
                     actor.announce();
                 }
                 drop(actor);
@@ -109,6 +123,21 @@ impl<S: LogStore + 'static> Actor<S> {
             .await
             .map_err(|_| anyhow::anyhow!("the relay thread stopped while starting"))??;
         Ok(ended)
+    }
+
+    /// Handle events in order; consecutive device messages form one step.
+    fn on_all(&mut self, events: Vec<ToActor>) {
+        let mut messages = Vec::new();
+        for event in events {
+            match event {
+                ToActor::Message { conn, message } => messages.push((conn, message)),
+                other => {
+                    self.on_messages(std::mem::take(&mut messages));
+                    self.on(other);
+                }
+            }
+        }
+        self.on_messages(messages);
     }
 
     /// Tell the other nodes what this one committed.
@@ -175,6 +204,35 @@ impl<S: LogStore + 'static> Actor<S> {
                 }
                 self.finish_shutdown_if_done();
             }
+        }
+    }
+
+    /// Several devices' messages as one step of the relay (their uploads are
+    /// committed together); one message alone runs in its connection's span.
+    fn on_messages(&mut self, mut messages: Vec<(ConnId, Message)>) {
+        if messages.len() <= 1 {
+            if let Some((conn, message)) = messages.pop() {
+                self.on_message(conn, message);
+            }
+            return;
+        }
+        let now = now_ms();
+        let mut conns = Vec::with_capacity(messages.len());
+        for (conn, message) in &messages {
+            self.telemetry.inbound(*conn, message);
+            conns.push(*conn);
+        }
+        let woken = {
+            let _span = tracing::debug_span!("relay_step", messages = messages.len()).entered();
+            self.relay.handle_all(messages, now)
+        };
+        conns.sort_unstable();
+        conns.dedup();
+        for conn in conns {
+            self.record_device(conn);
+        }
+        for woken in woken {
+            self.pump(woken);
         }
     }
 

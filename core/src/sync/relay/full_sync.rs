@@ -180,7 +180,7 @@ impl<S: LogStore> Relay<S> {
                                 // It waited for the changes that just arrived.
                                 outcome.batch.no_longer_waiting.push(hash.clone());
                             }
-                            outcome.own.insert(hash, true);
+                            outcome.own.insert(hash, conn);
                             outcome
                                 .batch
                                 .log
@@ -240,6 +240,7 @@ impl<S: LogStore> Relay<S> {
                 id: sync.doc_id.clone(),
                 doc,
                 typed: typed_after,
+                audience: None,
             }];
             let (audience, view) = if outcome.batch.log.is_empty() {
                 Default::default()
@@ -249,7 +250,7 @@ impl<S: LogStore> Relay<S> {
             outcome.batch.audience = audience;
             match self.commit(outcome.batch, staged, &own) {
                 Ok(entries) => {
-                    self.push(conn, &entries, &view, woken);
+                    self.push(&entries, &view, woken);
                     // The device has told us heads equal to ours: it holds everything
                     // we do (any reply only confirms our heads to it).
                     if state.their_heads.as_deref() == Some(&heads[..])

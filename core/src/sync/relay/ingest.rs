@@ -1,17 +1,39 @@
 //! Uploads: untrusted changes checked against the relay's copy of each document,
 //! made durable through the `LogStore`, then acknowledged and pushed.
 
-use super::rules::typed_of;
 use super::visibility::ViewDelta;
 use super::{CommitNotice, ConnId, Failure, Relay};
 use crate::identity::DeviceIdentity;
 use crate::ids::DocId;
 use crate::protocol::{ErrorCode, LogEntry, Message, Refusal, Upload, UploadAck, UploadChange};
+use crate::sync::audience;
 use crate::sync::log_store::{
     IngestBatch, LogStore, LogStoreError, QuarantinedChange, StoredChange,
 };
-use crate::sync::relay_docs::{self, Refused, Staged};
+use crate::sync::relay_docs::{self, Refused, Staged, typed_of};
+use automerge::Change;
 use std::collections::{HashMap, HashSet};
+
+/// Log entries a commit made, each with the connection whose upload it came from
+/// (None: it had waited, or came from elsewhere).
+pub(super) type Committed = Vec<(LogEntry, Option<ConnId>)>;
+
+/// An upload from an authenticated device, grouped by document, ready to be
+/// checked (again, after a conflict with another node).
+struct PendingUpload {
+    conn: ConnId,
+    batch: u64,
+    identity: DeviceIdentity,
+    principal: String,
+    groups: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+/// What each upload of a group is told.
+#[derive(Default)]
+struct Verdict {
+    accepted: Vec<Vec<u8>>,
+    refused: Vec<Refusal>,
+}
 
 impl<S: LogStore> Relay<S> {
     pub(super) fn on_upload(
@@ -21,66 +43,112 @@ impl<S: LogStore> Relay<S> {
         now_ms: i64,
         woken: &mut Vec<ConnId>,
     ) -> Result<(), Failure> {
-        let Some((identity, principal)) = self.author(conn) else {
-            return Ok(());
-        };
-        let device = identity.device_id.clone();
-        let _span = tracing::debug_span!("upload", conn, device = %device, batch = upload.batch, changes = upload.changes.len()).entered();
-        let groups = group_by_doc(upload.changes);
-        let author = Author {
-            identity: &identity,
-            principal: &principal,
-            now_ms,
-        };
-        let mut attempt = 1;
-        let (outcome, own, view) = loop {
-            match self.ingest_groups(&groups, &author)? {
-                Ok(done) => break done,
-                Err(stale) if attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(
-                        attempt,
-                        ?stale,
-                        "documents changed on another node; checking the upload again"
-                    );
-                    attempt += 1;
-                }
-                Err(stale) => {
-                    tracing::warn!(
-                        attempt,
-                        ?stale,
-                        "documents keep changing on other nodes; the device retries the upload"
-                    );
-                    return Err(Failure::new(
-                        ErrorCode::Internal,
-                        "the documents changed while the relay checked them; retry".into(),
-                    ));
-                }
-            }
-        };
-        self.push(conn, &own, &view, woken);
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.out.push_back(Message::UploadAck(UploadAck {
-                batch: upload.batch,
-                accepted: outcome.accepted,
-                refused: outcome.refused,
-            }));
-        }
+        self.ingest_uploads(vec![(conn, upload)], now_ms, woken);
         Ok(())
     }
 
-    /// Check every group, then commit what they stage in one batch. `Ok(Err(stale))`
-    /// when another node changed documents the check read: nothing was stored, and
-    /// the working copies it read are forgotten so the next attempt reads them anew.
-    #[allow(clippy::type_complexity)]
-    fn ingest_groups(
+    /// Check uploads from one or several connections (in the order given; one
+    /// device's uploads keep their order) and commit everything they stage in ONE
+    /// `LogStore::commit` (group commit: one transaction, one fsync), then
+    /// acknowledge each upload: acknowledgements still follow durability. A storage
+    /// failure fails every upload of the group (nothing was stored; the devices
+    /// retry).
+    pub(super) fn ingest_uploads(
         &mut self,
-        groups: &[(String, Vec<Vec<u8>>)],
-        author: &Author<'_>,
-    ) -> Result<Result<(Ingest, Vec<(LogEntry, bool)>, ViewDelta), Vec<String>>, Failure> {
+        uploads: Vec<(ConnId, Upload)>,
+        now_ms: i64,
+        woken: &mut Vec<ConnId>,
+    ) {
+        let pending: Vec<PendingUpload> = uploads
+            .into_iter()
+            .filter_map(|(conn, upload)| {
+                let (identity, principal) = self.author(conn)?;
+                Some(PendingUpload {
+                    conn,
+                    batch: upload.batch,
+                    identity,
+                    principal,
+                    groups: group_by_doc(upload.changes),
+                })
+            })
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let _span = tracing::debug_span!("uploads", count = pending.len()).entered();
+        let mut attempt = 1;
+        let failure = loop {
+            match self.ingest_group(&pending, now_ms) {
+                Ok(Ok((verdicts, committed, view))) => {
+                    self.push(&committed, &view, woken);
+                    for (upload, verdict) in pending.iter().zip(verdicts) {
+                        if let Some(c) = self.conns.get_mut(&upload.conn) {
+                            c.out.push_back(Message::UploadAck(UploadAck {
+                                batch: upload.batch,
+                                accepted: verdict.accepted,
+                                refused: verdict.refused,
+                            }));
+                        }
+                        woken.push(upload.conn);
+                    }
+                    return;
+                }
+                Ok(Err(stale)) if attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(
+                        attempt,
+                        ?stale,
+                        "documents changed on another node; checking the uploads again"
+                    );
+                    attempt += 1;
+                }
+                Ok(Err(stale)) => {
+                    tracing::warn!(
+                        attempt,
+                        ?stale,
+                        "documents keep changing on other nodes; the devices retry the uploads"
+                    );
+                    break Failure::new(
+                        ErrorCode::Internal,
+                        "the documents changed while the relay checked them; retry".into(),
+                    );
+                }
+                Err(failure) => break failure,
+            }
+        };
+        for upload in &pending {
+            self.fail(upload.conn, failure.code, failure.message.clone());
+            woken.push(upload.conn);
+        }
+    }
+
+    /// Check every upload of a group, then commit what they stage in one batch.
+    /// `Ok(Err(stale))` when another node changed documents the check read: nothing
+    /// was stored, and the working copies it read are forgotten so the next attempt
+    /// reads them anew.
+    #[allow(clippy::type_complexity)]
+    fn ingest_group(
+        &mut self,
+        pending: &[PendingUpload],
+        now_ms: i64,
+    ) -> Result<Result<(Vec<Verdict>, Committed, ViewDelta), Vec<String>>, Failure> {
         self.docs.begin_batch();
         let mut outcome = Ingest::default();
-        for (doc_id, group) in groups {
-            self.stage_group(doc_id, group.clone(), author, &mut outcome)?;
+        let mut verdicts = Vec::with_capacity(pending.len());
+        for upload in pending {
+            let _span = tracing::debug_span!("upload", conn = upload.conn, device = %upload.identity.device_id, batch = upload.batch).entered();
+            let author = Author {
+                identity: &upload.identity,
+                principal: &upload.principal,
+                now_ms,
+                conn: upload.conn,
+            };
+            for (doc_id, group) in &upload.groups {
+                self.stage_group(doc_id, group, &author, &mut outcome)?;
+            }
+            verdicts.push(Verdict {
+                accepted: std::mem::take(&mut outcome.accepted),
+                refused: std::mem::take(&mut outcome.refused),
+            });
         }
         let (audience, view) = match self.audiences_after(&outcome.docs) {
             Ok(found) => found,
@@ -95,17 +163,18 @@ impl<S: LogStore> Relay<S> {
         let batch = std::mem::take(&mut outcome.batch);
         let docs = std::mem::take(&mut outcome.docs);
         match self.commit(batch, docs, &outcome.own) {
-            Ok(own) => Ok(Ok((outcome, own, view))),
+            Ok(committed) => Ok(Ok((verdicts, committed, view))),
             Err(LogStoreError::Conflict(stale)) => Ok(Err(stale)),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Check one document's uploaded changes, staging what to store.
+    /// Check one document's uploaded changes, staging what to store. A document
+    /// already staged by an earlier upload of the group is checked on top of it.
     pub(super) fn stage_group(
         &mut self,
         doc_id: &str,
-        group: Vec<Vec<u8>>,
+        group: &[Vec<u8>],
         author: &Author<'_>,
         out: &mut Ingest,
     ) -> Result<(), Failure> {
@@ -116,7 +185,7 @@ impl<S: LogStore> Relay<S> {
                 out.refuse(
                     doc_id,
                     Vec::new(),
-                    bytes,
+                    bytes.clone(),
                     device,
                     now_ms,
                     ErrorCode::InvalidDocument,
@@ -125,14 +194,15 @@ impl<S: LogStore> Relay<S> {
             }
             return Ok(());
         };
-        let mut fresh = Vec::new();
-        let mut seen = HashSet::new();
-        for bytes in group {
-            match crate::changes::decode(&bytes) {
+        // Decode everything first, so the store is asked once per group which
+        // changes it holds and which dependencies it refused.
+        let mut decoded: Vec<(usize, Change, Vec<u8>)> = Vec::with_capacity(group.len());
+        for (index, bytes) in group.iter().enumerate() {
+            match crate::changes::decode(bytes) {
                 Err(e) => out.refuse(
                     doc_id,
                     Vec::new(),
-                    bytes,
+                    bytes.clone(),
                     device,
                     now_ms,
                     ErrorCode::CorruptChange,
@@ -140,34 +210,70 @@ impl<S: LogStore> Relay<S> {
                 ),
                 Ok(change) => {
                     let hash = change.hash().0.to_vec();
-                    if self.store.contains(&hash)? {
-                        out.accepted.push(hash);
-                    } else if let Some(dep) = self.refused_dependency(&change, out)? {
-                        // Built on a refused change: it could never be applied.
-                        out.refuse(
-                            doc_id,
-                            hash,
-                            bytes,
-                            device,
-                            now_ms,
-                            ErrorCode::Forbidden,
-                            format!("it builds on refused change {dep}"),
-                        );
-                    } else if seen.insert(hash) {
-                        fresh.push(change);
-                    }
+                    decoded.push((index, change, hash));
                 }
+            }
+        }
+        let hashes: Vec<Vec<u8>> = decoded.iter().map(|(_, _, h)| h.clone()).collect();
+        let stored = self.store.stored_among(&hashes)?;
+        let mut deps: Vec<Vec<u8>> = decoded
+            .iter()
+            .filter(|(_, _, h)| !stored.contains(h))
+            .flat_map(|(_, c, _)| c.deps().iter().map(|d| d.0.to_vec()))
+            .collect();
+        deps.sort_unstable();
+        deps.dedup();
+        let quarantined = self.store.quarantined_among(&deps)?;
+        let mut fresh = Vec::new();
+        let mut fresh_at: Vec<usize> = Vec::new();
+        let mut own: HashSet<Vec<u8>> = HashSet::new();
+        for (index, change, hash) in decoded {
+            if stored.contains(&hash) {
+                out.accepted.push(hash);
+                continue;
+            }
+            let refused_dep = change
+                .deps()
+                .iter()
+                .find(|d| out.refused_now.contains(&d.0[..]) || quarantined.contains(&d.0[..]));
+            if let Some(dep) = refused_dep.copied() {
+                // Built on a refused change: it could never be applied.
+                out.refuse(
+                    doc_id,
+                    hash,
+                    group[index].clone(),
+                    device,
+                    now_ms,
+                    ErrorCode::Forbidden,
+                    format!("it builds on refused change {dep}"),
+                );
+            } else if own.insert(hash) {
+                fresh.push(change);
+                fresh_at.push(index);
             }
         }
         if fresh.is_empty() {
             return Ok(());
         }
-        let mut doc = self.docs.take(&self.store, doc_id)?;
-        let exists = !doc.get_heads().is_empty();
-        let before = typed_of(doc_id, &doc);
         let hashes: Vec<Vec<u8>> = fresh.iter().map(|c| c.hash().0.to_vec()).collect();
-        let checked = if self.may_touch(author.principal, doc_id, exists)? {
-            relay_docs::apply_checked(&mut doc, &id, fresh.clone()).and_then(|applied| {
+        let earlier = out.docs.iter().position(|s| s.id == doc_id);
+        let mut staged = match earlier {
+            Some(i) => out.docs.swap_remove(i),
+            None => self.docs.take_staged(&self.store, doc_id)?,
+        };
+        let exists = !staged.doc.get_heads().is_empty();
+        let before = match staged.typed.take() {
+            Some(typed) => Some(typed),
+            None => typed_of(doc_id, &staged.doc),
+        };
+        let shared = !exists
+            || author.principal == audience::DISPATCH
+            || match &staged.audience {
+                Some(known) => audience::sees(author.principal, known),
+                None => audience::sees(author.principal, &self.docs.audience(&self.store, doc_id)?),
+            };
+        let checked = if shared {
+            relay_docs::apply_checked(&mut staged.doc, &id, fresh).and_then(|applied| {
                 match &applied.after {
                     Some(after) => self
                         .check_effect(author.identity, before.as_ref(), after, &out.docs)
@@ -186,40 +292,52 @@ impl<S: LogStore> Relay<S> {
             Ok(applied) => {
                 for change in applied.applied {
                     let hash = change.hash().0.to_vec();
-                    let own = hashes.contains(&hash);
-                    if !own {
+                    let mine = own.contains(&hash);
+                    if mine {
+                        out.own.insert(hash.clone(), author.conn);
+                    } else {
                         // It waited for the changes that just arrived.
                         out.batch.no_longer_waiting.push(hash.clone());
                     }
-                    out.own.insert(hash.clone(), own);
-                    out.batch
-                        .log
-                        .push(stored(doc_id, &change, if own { device } else { "" }));
+                    out.batch.log.push(StoredChange {
+                        doc_id: doc_id.to_owned(),
+                        hash,
+                        bytes: change.raw_bytes().to_vec(),
+                        device_id: if mine { device } else { "" }.to_owned(),
+                    });
                 }
-                for change in applied.waiting {
-                    out.batch.waiting.push(stored(doc_id, &change, device));
+                for waiting in applied.waiting {
+                    if let Some(at) = hashes.iter().position(|h| h[..] == waiting.0[..]) {
+                        out.batch.waiting.push(StoredChange {
+                            doc_id: doc_id.to_owned(),
+                            hash: hashes[at].clone(),
+                            bytes: group[fresh_at[at]].clone(),
+                            device_id: device.to_owned(),
+                        });
+                    }
                 }
                 out.accepted.extend(hashes);
-                out.docs.push(Staged {
-                    id: doc_id.to_owned(),
-                    doc,
-                    typed: applied.after,
-                });
+                staged.typed = applied.after;
+                out.docs.push(staged);
             }
             Err(refused) => {
-                // The working copy holds the refused changes: rebuild it from the store.
+                // The working copy holds the refused changes: rebuild it from the
+                // store (and what earlier uploads of the group staged on it).
                 self.docs.evict(doc_id);
+                if earlier.is_some() {
+                    self.restage(doc_id, out)?;
+                }
                 let (code, reason) = match refused {
                     Refused::Corrupt(r) => (ErrorCode::CorruptChange, r),
                     Refused::Invalid(r) => (ErrorCode::InvalidDocument, r),
                     Refused::Forbidden(r) => (ErrorCode::Forbidden, r),
                 };
                 tracing::warn!(doc = doc_id, ?code, %reason, "changes refused and quarantined");
-                for change in fresh {
+                for (hash, at) in hashes.into_iter().zip(fresh_at) {
                     out.refuse(
                         doc_id,
-                        change.hash().0.to_vec(),
-                        change.raw_bytes().to_vec(),
+                        hash,
+                        group[at].clone(),
                         device,
                         now_ms,
                         code,
@@ -231,19 +349,27 @@ impl<S: LogStore> Relay<S> {
         Ok(())
     }
 
-    /// A dependency of `change` that was refused (earlier, or in this upload).
-    fn refused_dependency(
-        &self,
-        change: &automerge::Change,
-        out: &Ingest,
-    ) -> Result<Option<automerge::ChangeHash>, Failure> {
-        for dep in change.deps() {
-            let refused_now = out.refused.iter().any(|r| r.hash == dep.0);
-            if refused_now || self.store.is_quarantined(&dep.0)? {
-                return Ok(Some(*dep));
+    /// Rebuild a working copy that earlier uploads of the group had staged changes
+    /// on, after a later upload's changes to it were refused: the stored document
+    /// plus the changes the group staged for it.
+    fn restage(&mut self, doc_id: &str, out: &mut Ingest) -> Result<(), Failure> {
+        let mut staged = self.docs.take_staged(&self.store, doc_id)?;
+        let mut changes = Vec::new();
+        for c in out.batch.log.iter().chain(&out.batch.waiting) {
+            if c.doc_id == doc_id {
+                changes.push(Change::from_bytes(c.bytes.clone()).map_err(|e| {
+                    LogStoreError::Corrupt(format!("staged change of {doc_id}: {e}"))
+                })?);
             }
         }
-        Ok(None)
+        crate::changes::apply(&mut staged.doc, changes)
+            .map_err(|e| LogStoreError::Corrupt(format!("staged changes of {doc_id}: {e}")))?;
+        staged.typed = match DocId::parse(doc_id) {
+            Ok(id) => relay_docs::readable(&staged.doc, &id).ok().flatten(),
+            Err(_) => None,
+        };
+        out.docs.push(staged);
+        Ok(())
     }
 
     /// Make a batch durable, then cache the documents it changed. Returns the new log
@@ -255,11 +381,11 @@ impl<S: LogStore> Relay<S> {
         &mut self,
         mut batch: IngestBatch,
         docs: Vec<Staged>,
-        own: &HashMap<Vec<u8>, bool>,
-    ) -> Result<Vec<(LogEntry, bool)>, LogStoreError> {
+        own: &HashMap<Vec<u8>, ConnId>,
+    ) -> Result<Committed, LogStoreError> {
         if batch.is_empty() {
             for staged in docs {
-                self.docs.put(staged.id, staged.doc);
+                self.docs.put_staged(staged);
             }
             return Ok(Vec::new());
         }
@@ -280,8 +406,14 @@ impl<S: LogStore> Relay<S> {
         };
         let touched = batch.touched_docs();
         self.docs.committed(&touched);
-        for staged in docs {
-            self.docs.put(staged.id, staged.doc);
+        for mut staged in docs {
+            if let Some(update) = batch.audience.iter().find(|a| a.doc_id == staged.id) {
+                staged.audience = Some(update.audience.clone());
+            }
+            self.docs.put_staged(staged);
+        }
+        for update in &batch.audience {
+            self.docs.set_audience(&update.doc_id, &update.audience);
         }
         if let Some(through) = seqs
             .iter()
@@ -303,7 +435,7 @@ impl<S: LogStore> Relay<S> {
             .into_iter()
             .zip(seqs)
             .map(|(c, seq)| {
-                let mine = own.get(&c.hash).copied().unwrap_or(false);
+                let mine = own.get(&c.hash).copied();
                 (
                     LogEntry {
                         seq,
@@ -326,6 +458,7 @@ pub(super) struct Author<'a> {
     pub(super) identity: &'a DeviceIdentity,
     pub(super) principal: &'a str,
     pub(super) now_ms: i64,
+    pub(super) conn: ConnId,
 }
 
 /// What one upload stages.
@@ -333,10 +466,13 @@ pub(super) struct Author<'a> {
 pub(super) struct Ingest {
     pub(super) batch: IngestBatch,
     pub(super) docs: Vec<Staged>,
-    /// Log entries to be, by hash: whether the uploading device made them.
-    pub(super) own: HashMap<Vec<u8>, bool>,
+    /// Log entries to be, by hash: the connection whose upload made them.
+    pub(super) own: HashMap<Vec<u8>, ConnId>,
+    /// What the upload being staged is told.
     pub(super) accepted: Vec<Vec<u8>>,
     pub(super) refused: Vec<Refusal>,
+    /// Every change refused so far in the group (a change built on one is refused).
+    pub(super) refused_now: HashSet<Vec<u8>>,
 }
 
 impl Ingest {
@@ -351,6 +487,9 @@ impl Ingest {
         code: ErrorCode,
         reason: String,
     ) {
+        if !hash.is_empty() {
+            self.refused_now.insert(hash.clone());
+        }
         self.refused.push(Refusal {
             hash: hash.clone(),
             doc_id: doc_id.to_owned(),

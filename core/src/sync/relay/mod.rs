@@ -324,6 +324,42 @@ impl<S: LogStore> Relay<S> {
         self.conns.get_mut(&conn)?.out.pop_front()
     }
 
+    /// Handle messages from several connections, in order, as one step: runs of
+    /// uploads are checked together and committed in one `LogStore::commit` (group
+    /// commit), each acknowledged only once that commit is durable; any other
+    /// message first commits the uploads before it, so each device's messages keep
+    /// their order. Returns every connection that now has something to send.
+    pub fn handle_all(&mut self, messages: Vec<(ConnId, Message)>, now_ms: i64) -> Vec<ConnId> {
+        let mut woken = Vec::new();
+        let mut uploads = Vec::new();
+        for (conn, message) in messages {
+            let open = self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| !c.closing && c.peer.is_some());
+            match message {
+                Message::Upload(upload) if open => {
+                    if let Some(peer) = self.peer_mut(conn) {
+                        peer.last_heard_ms = now_ms;
+                    }
+                    uploads.push((conn, upload));
+                }
+                other => {
+                    if !uploads.is_empty() {
+                        self.ingest_uploads(std::mem::take(&mut uploads), now_ms, &mut woken);
+                    }
+                    woken.extend(self.handle(conn, other, now_ms));
+                }
+            }
+        }
+        if !uploads.is_empty() {
+            self.ingest_uploads(uploads, now_ms, &mut woken);
+        }
+        woken.sort_unstable();
+        woken.dedup();
+        woken
+    }
+
     /// Handle one message from a device. Returns every connection that now has
     /// something to send (the sender, and devices a new change was pushed to).
     pub fn handle(&mut self, conn: ConnId, message: Message, now_ms: i64) -> Vec<ConnId> {
@@ -446,8 +482,7 @@ impl<S: LogStore> Relay<S> {
     /// its cursor moved past its own changes without their bytes.
     fn push(
         &mut self,
-        from: ConnId,
-        entries: &[(LogEntry, bool)],
+        entries: &[(LogEntry, Option<ConnId>)],
         view: &ViewDelta,
         woken: &mut Vec<ConnId>,
     ) {
@@ -478,8 +513,8 @@ impl<S: LogStore> Relay<S> {
             let lost = view.lost.get(&principal).cloned().unwrap_or_default();
             let batch: Vec<LogEntry> = entries
                 .iter()
-                .filter(|(e, mine)| {
-                    let own = conn == from && *mine;
+                .filter(|(e, from)| {
+                    let own = *from == Some(conn);
                     // A gained document's whole history follows below.
                     !own && !gained.contains(&e.doc_id)
                 })

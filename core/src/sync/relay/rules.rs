@@ -5,13 +5,11 @@
 use super::visibility::ViewDelta;
 use super::{Failure, Relay};
 use crate::identity::DeviceIdentity;
-use crate::ids::DocId;
+use crate::model::Document;
 use crate::model::effect::{self, Facts};
-use crate::model::{Document, document};
 use crate::sync::audience;
 use crate::sync::log_store::{AudienceUpdate, LogStore};
 use crate::sync::relay_docs::Staged;
-use automerge::Automerge;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
@@ -48,20 +46,13 @@ impl<S: LogStore> Facts for RelayFacts<'_, S> {
     }
 }
 
-/// Read a working copy as its typed value, if it is complete.
-pub(super) fn typed_of(doc_id: &str, doc: &Automerge) -> Option<Document> {
-    let id = DocId::parse(doc_id).ok()?;
-    if doc.get_heads().is_empty() {
-        return None;
-    }
-    document::read(&id, doc).ok()
-}
+pub(super) use crate::sync::relay_docs::typed_of;
 
 impl<S: LogStore> Relay<S> {
     /// Whether the device may touch this document at all: it must be shared with
     /// it, or not exist yet (a new document is judged by the effect rules).
     pub(super) fn may_touch(
-        &self,
+        &mut self,
         principal: &str,
         doc_id: &str,
         exists: bool,
@@ -69,7 +60,10 @@ impl<S: LogStore> Relay<S> {
         if !exists || principal == audience::DISPATCH {
             return Ok(true);
         }
-        Ok(audience::sees(principal, &self.store.audience_of(doc_id)?))
+        Ok(audience::sees(
+            principal,
+            &self.docs.audience(&self.store, doc_id)?,
+        ))
     }
 
     /// Check the effect of turning `before` into `after` against the device's role.
@@ -97,6 +91,10 @@ impl<S: LogStore> Relay<S> {
             .iter()
             .filter_map(|s| s.typed.clone().map(|t| (s.id.clone(), t)))
             .collect();
+        let known_audience: HashMap<&str, &BTreeSet<String>> = staged
+            .iter()
+            .filter_map(|s| Some((s.id.as_str(), s.audience.as_ref()?)))
+            .collect();
         let mut known: HashMap<String, Option<String>> = HashMap::new();
         let mut orders: BTreeSet<String> = BTreeSet::new();
         for (id, doc) in &typed {
@@ -123,7 +121,10 @@ impl<S: LogStore> Relay<S> {
         let mut delta = ViewDelta::default();
         for (id, doc) in docs {
             let new = self.audience_of_doc(&doc, &known)?;
-            let old = self.store.audience_of(&id)?;
+            let old = match known_audience.get(id.as_str()) {
+                Some(known) => (*known).clone(),
+                None => self.docs.audience(&self.store, &id)?,
+            };
             if new != old {
                 delta.record(&id, &old, &new);
                 updates.push(AudienceUpdate {

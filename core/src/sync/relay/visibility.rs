@@ -3,7 +3,7 @@
 
 use super::Relay;
 use crate::ids::DocId;
-use crate::model::{Document, document};
+use crate::model::Document;
 use crate::protocol::LogEntry;
 use crate::sync::audience::{self, DISPATCH};
 use crate::sync::log_store::{LogStore, LogStoreError};
@@ -12,13 +12,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 impl<S: LogStore> Relay<S> {
     /// A document as its typed value (None when absent or still incomplete).
     pub(super) fn typed(&mut self, doc_id: &str) -> Result<Option<Document>, LogStoreError> {
-        let Ok(id) = DocId::parse(doc_id) else {
+        if DocId::parse(doc_id).is_err() {
             return Ok(None);
-        };
-        let doc = self.docs.take(&self.store, doc_id)?;
-        let typed = document::read(&id, &doc).ok();
-        self.docs.put(doc_id.to_owned(), doc);
-        Ok(typed)
+        }
+        self.docs.typed(&self.store, doc_id)
     }
 
     /// The current courier of a delivery, as the relay holds it.
@@ -57,7 +54,7 @@ impl<S: LogStore> Relay<S> {
     /// Keep only the entries whose documents the principal sees now (live pushes,
     /// where the batch's own view changes come separately in a [`ViewDelta`]).
     pub(super) fn visible_entries(
-        &self,
+        &mut self,
         principal: &str,
         entries: Vec<LogEntry>,
     ) -> Result<Vec<LogEntry>, LogStoreError> {
@@ -70,7 +67,8 @@ impl<S: LogStore> Relay<S> {
             let visible = match seen.get(&entry.doc_id) {
                 Some(v) => *v,
                 None => {
-                    let v = audience::sees(principal, &self.store.audience_of(&entry.doc_id)?);
+                    let v =
+                        audience::sees(principal, &self.docs.audience(&self.store, &entry.doc_id)?);
                     seen.insert(entry.doc_id.clone(), v);
                     v
                 }
