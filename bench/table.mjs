@@ -19,6 +19,8 @@ function load(file) {
     const key = `${f.scenario}\t${f.metric}`
     if (!out.has(key)) out.set(key, { ...f, values: [] })
     out.get(key).values.push(f.value)
+    // A figure the peer reached its wall-clock cap on is a lower bound.
+    if (f.bound === "lower") out.get(key).bound = "lower"
   }
   for (const f of out.values()) {
     const v = [...f.values].sort((a, b) => a - b)
@@ -47,12 +49,21 @@ const keys = [...new Set([...w.keys(), ...p.keys()])]
 const order = ["reconnect", "initial_sync", "relay_memory", "bulk_upload", "ingest", "fanout", "idle"]
 const rank = k => { const i = order.findIndex(o => k.startsWith(o)); return i < 0 ? order.length : i }
 keys.sort((a, b) => rank(a) - rank(b) || (a.startsWith("idle") && b.startsWith("idle") ? Number(a.split("\t")[0].slice(5)) - Number(b.split("\t")[0].slice(5)) : 0))
+// The peer's restarted-client reconnect is compared with Waybill's reconnect, whose
+// device process is always restarted.
+const sameAs = { "reconnect\twall_time_restarted": "reconnect\twall_time" }
 const rows = keys.map(k => {
   const [scenario, metric] = k.split("\t")
-  const wf = w.get(k), pf = p.get(k)
+  const wf = w.get(k) ?? w.get(sameAs[k]), pf = p.get(k)
   const unit = (wf ?? pf).unit
   const r = ratio(unit, wf?.median, pf?.median)
-  return [scenario, metric, unit, fmt(wf?.median), fmt(pf?.median), r === undefined ? "—" : `${fmt(r)}×`, pf?.note && wf?.note !== pf?.note ? `peer: ${pf.note}` : (wf ?? pf).note]
+  // For a capped peer figure the ratio is a bound too (times, bytes, messages,
+  // memory: the peer would only have grown; no rate is ever capped).
+  const bounded = pf?.bound === "lower"
+  const peerCell = pf === undefined ? "—" : `${bounded ? "> " : ""}${fmt(pf.median)}`
+  const ratioCell = r === undefined ? "—" : `${bounded ? "≥ " : ""}${fmt(r)}×`
+  const note = pf?.note && wf?.note !== pf?.note ? `peer: ${bounded ? "CAPPED, a bound: " : ""}${pf.note}` : (wf ?? pf).note
+  return [scenario, metric, unit, fmt(wf?.median), peerCell, ratioCell, note]
 })
 const head = ["scenario", "metric", "unit", "Waybill", "automerge-repo", "ratio", "scale / note"]
 if (markdown) {

@@ -176,31 +176,41 @@ async function connected(repo) {
 
 // ---- clients ----
 
-// Find every document, at most 50 requests in flight (with more, requests queue at
-// the server past automerge-repo's 60 s timeouts and the finds fail). A handle whose request
-// timed out on the client (automerge-repo marks it "unavailable" after its request
-// delay while the server is still busy) is waited on until the document arrives;
-// how many did is reported.
+// Find every document, at most `--concurrency` requests in flight (default 50; with
+// far more, requests queue at the server past automerge-repo's 60 s timeouts and the
+// finds fail). A handle whose request timed out on the client (automerge-repo marks it
+// "unavailable" after its request delay while the server is still busy) is waited on
+// until the document arrives; how many did is reported. At `deadline` (a
+// performance.now() time) no further find starts and the ones in flight are left:
+// the caller reports how far it got, as a bound.
 let retries = 0
-async function findAll(repo, urls) {
+async function findAll(repo, urls, deadline = Infinity) {
   const out = new Array(urls.length)
   let next = 0
+  const inTime = () => now() < deadline
+  const untilDeadline = () => sleep(Math.max(0, Math.min(600000, deadline - now())))
   async function worker() {
-    while (next < urls.length) {
+    while (next < urls.length && inTime()) {
       const i = next++
-      const handle = await repo.find(urls[i], { allowableStates: ["ready", "unavailable"] })
+      const found = repo.find(urls[i], { allowableStates: ["ready", "unavailable"] })
+      const handle = await Promise.race([found, untilDeadline()])
+      if (!handle) return
       if (!handle.isReady()) {
         retries++
-        await Promise.race([handle.whenReady(["ready"]), sleep(600000)])
-        if (!handle.isReady()) throw new Error(`${urls[i]} never arrived`)
+        await Promise.race([handle.whenReady(["ready"]), untilDeadline()])
+        if (!handle.isReady()) {
+          if (!inTime()) return
+          throw new Error(`${urls[i]} never arrived`)
+        }
       }
       out[i] = handle
     }
   }
-  await Promise.all(Array.from({ length: Math.min(50, urls.length) }, worker))
-  return out
+  await Promise.all(Array.from({ length: Math.min(int("concurrency", 50), urls.length) }, worker))
+  const found = out.filter(Boolean).length
+  return { handles: out, found, capped: found < urls.length }
 }
-
+const capMs = () => (args["cap-s"] === undefined ? Infinity : Number(args["cap-s"]) * 1000)
 async function seed() {
   // Straight into the server's storage with plain Automerge (3 changes per order, as
   // a Repo would make them): creating 10,000 handles in one Repo slows down with
@@ -226,15 +236,50 @@ async function seed() {
 
 async function initial() {
   const urls = JSON.parse(fs.readFileSync(args.urls, "utf8"))
-  const repo = new Repo({ storage: new NodeFSStorageAdapter(args.dir), network: [new WebSocketClientAdapter(wsUrl())] })
+  const adapter = new WebSocketClientAdapter(wsUrl())
+  const repo = new Repo({ storage: new NodeFSStorageAdapter(args.dir), network: [adapter] })
   await connected(repo)
   const started = now()
-  const handles = await findAll(repo, urls)
-  await repo.flush()
+  const { handles, found, capped } = await findAll(repo, urls, started + capMs())
+  if (!capped) await repo.flush()
   const sync_ms = now() - started
-  const ok = handles.filter(h => h.isReady()).length
-  console.log(JSON.stringify({ sync_ms, documents: ok, retries, ...memory() }))
+  const result = { sync_ms, documents: found, capped, retries, ...memory() }
+  // The server's side of the initial sync, before the warm reconnect resets it.
+  if (args.control) result.server = { traffic: await control("/traffic"), memory: await control("/memory") }
+  if (args["warm-changed"] !== undefined && !capped) {
+    result.warm = await warmReconnect(repo, adapter, urls, handles, int("warm-changed"))
+  }
+  console.log(JSON.stringify(result))
   process.exit(0)
+}
+
+// Reconnect with the client process kept up (all documents loaded): it goes offline
+// by removing its network adapter, the server records `changed` events on the first
+// documents, the client `changed` on the next ones, then the client adds a websocket
+// adapter again and both sync. Measured from adding the adapter until each side
+// holds the other's edits; the server's traffic counters cover that part only.
+async function warmReconnect(repo, adapter, urls, handles, changed) {
+  // As the ingest writers go offline (the peer list does not empty on removal).
+  repo.networkSubsystem.removeNetworkAdapter(adapter)
+  await sleep(200)
+  const serverHeads = await control("/change", { urls: urls.slice(0, changed), kind: "packed" })
+  const mine = {}
+  for (const handle of handles.slice(changed, 2 * changed)) {
+    recordEvent(handle, "packed", "device")
+    mine[handle.url] = heads(handle)
+  }
+  await repo.flush()
+  await control("/traffic/reset")
+  const started = now()
+  repo.networkSubsystem.addNetworkAdapter(new WebSocketClientAdapter(wsUrl()))
+  await connected(repo)
+  const byUrl = new Map(handles.map(h => [h.url, h]))
+  const theirs = Object.entries(serverHeads)
+  while (!theirs.every(([url, want]) => sameHeads(heads(byUrl.get(url)), want))) await sleep(5)
+  const { missing } = await awaitServer({ docs: mine })
+  const sync_ms = now() - started
+  const traffic = await control("/traffic")
+  return { sync_ms, missing, traffic }
 }
 
 async function reconnect() {
@@ -256,14 +301,18 @@ async function reconnect() {
   repo.networkSubsystem.addNetworkAdapter(new WebSocketClientAdapter(wsUrl()))
   await connected(repo)
   // automerge-repo syncs the documents a client has loaded: load them all.
-  const handles = await findAll(repo, urls)
+  const { handles, found, capped } = await findAll(repo, urls, started + capMs())
+  if (capped) {
+    console.log(JSON.stringify({ sync_ms: now() - started, documents: found, capped, edit_ms, retries, ...memory() }))
+    process.exit(0)
+  }
   const byUrl = new Map(handles.map(h => [h.url, h]))
   // Converged: the server's edits are here, and ours are on the server.
   const theirs = Object.entries(serverHeads)
   while (!theirs.every(([url, want]) => sameHeads(heads(byUrl.get(url)), want))) await sleep(5)
   const { missing } = await awaitServer({ docs: mine })
   await repo.flush()
-  console.log(JSON.stringify({ sync_ms: now() - started, edit_ms, missing, retries, ...memory() }))
+  console.log(JSON.stringify({ sync_ms: now() - started, documents: found, capped, edit_ms, missing, retries, ...memory() }))
   process.exit(0)
 }
 

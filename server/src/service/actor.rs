@@ -49,8 +49,10 @@ const MAX_DRAIN: usize = 256;
 
 /// What the relay thread hands a connection's writer.
 pub(crate) enum Outbound {
-    /// Encode and write.
-    Message(Message),
+    /// Encode and write. Boxed: tokio's bounded channel allocates a block of 32
+    /// slots per connection up front, so a slot costs the relay that much per
+    /// idle device (a `Message` inline made it about 6 KiB).
+    Message(Box<Message>),
     /// Finish the stream and close the connection with this application code.
     Close(u32),
 }
@@ -292,7 +294,7 @@ impl<S: LogStore + 'static> Actor<S> {
                         };
                     }
                     self.telemetry.outbound(conn, &message);
-                    permit.send(Outbound::Message(message));
+                    permit.send(Outbound::Message(Box::new(message)));
                 }
                 None => {
                     if self.relay.wants_close(conn) {
