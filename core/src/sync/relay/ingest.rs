@@ -5,6 +5,7 @@ use super::visibility::ViewDelta;
 use super::{CommitNotice, ConnId, Failure, Relay};
 use crate::identity::DeviceIdentity;
 use crate::ids::DocId;
+use crate::model::Document;
 use crate::protocol::{ErrorCode, LogEntry, Message, Refusal, Upload, UploadAck, UploadChange};
 use crate::sync::audience;
 use crate::sync::log_store::{
@@ -142,6 +143,7 @@ impl<S: LogStore> Relay<S> {
                 now_ms,
                 conn: upload.conn,
             };
+            outcome.earlier = (!outcome.docs.is_empty()).then(|| earlier_staged(&outcome.docs));
             for (doc_id, group) in &upload.groups {
                 self.stage_group(doc_id, group, &author, &mut outcome)?;
             }
@@ -268,9 +270,19 @@ impl<S: LogStore> Relay<S> {
         };
         let shared = !exists
             || author.principal == audience::DISPATCH
-            || match &staged.audience {
-                Some(known) => audience::sees(author.principal, known),
-                None => audience::sees(author.principal, &self.docs.audience(&self.store, doc_id)?),
+            || match (&out.earlier, &before) {
+                // Earlier uploads of the group may have changed who sees it.
+                (Some((ids, couriers)), Some(typed))
+                    if ids.contains(doc_id) || matches!(typed, Document::Order(_)) =>
+                {
+                    audience::sees(author.principal, &self.audience_of_doc(typed, couriers)?)
+                }
+                _ => match &staged.audience {
+                    Some(known) => audience::sees(author.principal, known),
+                    None => {
+                        audience::sees(author.principal, &self.docs.audience(&self.store, doc_id)?)
+                    }
+                },
             };
         let checked = if shared {
             relay_docs::apply_checked(&mut staged.doc, &id, fresh).and_then(|applied| {
@@ -473,6 +485,11 @@ pub(super) struct Ingest {
     pub(super) refused: Vec<Refusal>,
     /// Every change refused so far in the group (a change built on one is refused).
     pub(super) refused_now: HashSet<Vec<u8>>,
+    /// Once an earlier upload of the group staged documents: the documents it
+    /// staged and the couriers of the deliveries among them, so later uploads are
+    /// judged on who sees what after those (not yet stored) changes, as if the
+    /// earlier uploads had been committed alone.
+    pub(super) earlier: Option<(HashSet<String>, HashMap<String, Option<String>>)>,
 }
 
 impl Ingest {
@@ -519,6 +536,20 @@ pub(super) fn stored(doc_id: &str, change: &automerge::Change, device: &str) -> 
     }
 }
 
+/// The documents earlier uploads of a group staged, and the couriers of the
+/// deliveries among them.
+fn earlier_staged(docs: &[Staged]) -> (HashSet<String>, HashMap<String, Option<String>>) {
+    let ids = docs.iter().map(|s| s.id.clone()).collect();
+    let couriers = docs
+        .iter()
+        .filter_map(|s| match &s.typed {
+            Some(Document::Delivery(d)) => Some((s.id.clone(), d.courier())),
+            _ => None,
+        })
+        .collect();
+    (ids, couriers)
+}
+
 /// Group changes by document, keeping the order of first appearance and, within a
 /// document, the order sent.
 fn group_by_doc(changes: Vec<UploadChange>) -> Vec<(String, Vec<Vec<u8>>)> {
@@ -535,3 +566,7 @@ fn group_by_doc(changes: Vec<UploadChange>) -> Vec<(String, Vec<Vec<u8>>)> {
     }
     groups
 }
+
+#[cfg(test)]
+#[path = "group_tests.rs"]
+mod group_tests;
