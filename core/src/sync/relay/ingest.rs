@@ -489,7 +489,7 @@ pub(super) struct Ingest {
     /// staged and the couriers of the deliveries among them, so later uploads are
     /// judged on who sees what after those (not yet stored) changes, as if the
     /// earlier uploads had been committed alone.
-    pub(super) earlier: Option<(HashSet<String>, HashMap<String, Option<String>>)>,
+    pub(super) earlier: Option<EarlierStaged>,
 }
 
 impl Ingest {
@@ -538,7 +538,10 @@ pub(super) fn stored(doc_id: &str, change: &automerge::Change, device: &str) -> 
 
 /// The documents earlier uploads of a group staged, and the couriers of the
 /// deliveries among them.
-fn earlier_staged(docs: &[Staged]) -> (HashSet<String>, HashMap<String, Option<String>>) {
+pub(super) type EarlierStaged = (HashSet<String>, HashMap<String, Option<String>>);
+
+/// Gather [`EarlierStaged`] from what a group staged so far.
+fn earlier_staged(docs: &[Staged]) -> EarlierStaged {
     let ids = docs.iter().map(|s| s.id.clone()).collect();
     let couriers = docs
         .iter()
