@@ -46,6 +46,36 @@ pub fn load_document(data: &[u8]) {
     }
 }
 
+/// A relay's snapshot (saved document bytes) into a replica, as a never-synced
+/// device takes it in. The first byte picks the target: a new order or delivery id,
+/// or an order the replica already holds (so the bytes are merged into real state).
+pub fn import_snapshot(data: &[u8]) {
+    let Ok(replica) = Replica::open_in_memory(
+        DeviceIdentity::dispatcher("fuzz"),
+        ReplicaOptions::default(),
+    ) else {
+        return;
+    };
+    let (selector, rest) = data.split_first().map_or((0, data), |(b, rest)| (*b, rest));
+    let id = match selector % 3 {
+        0 => DocId::new(DocKind::Order),
+        1 => DocId::new(DocKind::Delivery),
+        _ => match serde_json::from_str::<NewOrder>(SEED_ORDER).map(|o| replica.create_order(&o)) {
+            Ok(Ok(id)) => id,
+            _ => return,
+        },
+    };
+    let snapshot = crate::protocol::DocSnapshot {
+        doc_id: id.to_string(),
+        bytes: rest.to_vec(),
+    };
+    let _ = replica.import_snapshots(&[snapshot], None);
+    // Whatever happened, the replica must still read, write and verify.
+    let _ = replica.doc_ids();
+    let _ = replica.verify();
+    let _ = replica.record_event(&id, "confirmed", &Default::default());
+}
+
 /// An order as an integrator hands it in, as JSON.
 pub fn new_order_json(data: &[u8]) {
     if let Ok(order) = serde_json::from_slice::<NewOrder>(data) {

@@ -626,13 +626,26 @@ impl LogStore for SqliteLogStore {
                 .prepare_cached(
                     "SELECT seq, doc_id, bytes FROM log WHERE doc_id = ?1 ORDER BY seq",
                 )?
-                .query_map([doc_id], |r| {
-                    Ok(LogEntry {
-                        seq: r.get(0)?,
-                        doc_id: r.get(1)?,
-                        bytes: r.get(2)?,
-                    })
-                })?
+                .query_map([doc_id], entry_row)?
+                .collect::<rusqlite::Result<_>>()?)
+        })()?;
+        Ok(entries)
+    }
+
+    fn docs_log(&self, doc_ids: &[String]) -> Result<Vec<LogEntry>, LogStoreError> {
+        if doc_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = (|| -> Res<Vec<LogEntry>> {
+            let ids = serde_json::to_string(doc_ids)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            Ok(self
+                .conn
+                .prepare_cached(
+                    "SELECT seq, doc_id, bytes FROM log
+                     WHERE doc_id IN (SELECT value FROM json_each(?1)) ORDER BY seq",
+                )?
+                .query_map([ids], entry_row)?
                 .collect::<rusqlite::Result<_>>()?)
         })()?;
         Ok(entries)
@@ -686,6 +699,15 @@ fn write_audiences(tx: &Connection, updates: &[AudienceUpdate], seq: u64) -> Res
         }
     }
     Ok(())
+}
+
+/// A log entry from a `seq, doc_id, bytes` row.
+fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LogEntry> {
+    Ok(LogEntry {
+        seq: r.get(0)?,
+        doc_id: r.get(1)?,
+        bytes: r.get(2)?,
+    })
 }
 
 #[cfg(test)]

@@ -728,6 +728,17 @@ impl LogStore for PgLogStore {
         )
     }
 
+    fn docs_log(&self, doc_ids: &[String]) -> Result<Vec<LogEntry>, LogStoreError> {
+        if doc_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.rows(
+            "SELECT seq, doc_id, bytes FROM log WHERE doc_id = ANY($1) ORDER BY seq",
+            &[&doc_ids],
+            entry_row,
+        )
+    }
+
     fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError> {
         self.flag(
             "SELECT EXISTS (SELECT 1 FROM revoked WHERE device_id = $1)",

@@ -10,7 +10,7 @@ use waybill_core::credential::{CredentialBody, CredentialIssuer};
 use waybill_core::model::NewOrder;
 use waybill_core::protocol::{self, Message};
 use waybill_core::replica::{Replica, ReplicaOptions};
-use waybill_core::sync::{ClientSession, ConnId, LogStore, Relay, SyncEvent};
+use waybill_core::sync::{ClientConfig, ClientSession, ConnId, LogStore, Relay, SyncEvent};
 use waybill_core::{DeviceIdentity, Role};
 
 /// Far in the future: credentials that do not expire during a test.
@@ -58,6 +58,8 @@ pub struct Device {
     pub credential: Vec<u8>,
     pub session: Option<(ConnId, ClientSession)>,
     pub events: Vec<SyncEvent>,
+    /// How its sessions are configured (the protocol version it offers, batches).
+    pub client: ClientConfig,
 }
 
 impl Device {
@@ -70,6 +72,7 @@ impl Device {
             credential,
             session: None,
             events: Vec::new(),
+            client: ClientConfig::default(),
         }
     }
 
@@ -86,7 +89,7 @@ impl Device {
     /// Open a session with the relay on connection `conn`.
     pub fn connect<S: LogStore>(&mut self, relay: &mut Relay<S>, conn: ConnId) {
         relay.connect(conn);
-        let mut session = ClientSession::new(self.credential.clone(), Default::default());
+        let mut session = ClientSession::new(self.credential.clone(), self.client.clone());
         session.start(&self.replica).unwrap();
         self.session = Some((conn, session));
     }
@@ -149,4 +152,65 @@ pub fn pump<S: LogStore>(relay: &mut Relay<S>, devices: &mut [&mut Device], now_
             return delivered;
         }
     }
+}
+
+/// What a device received in one session.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Messages from the relay.
+    pub messages: usize,
+    /// Log entries in `Changes` messages.
+    pub entries: usize,
+    /// Documents sent whole in `Snapshots` messages.
+    pub snapshots: usize,
+    /// Documents that entries or snapshots carried.
+    pub documents: std::collections::BTreeSet<String>,
+    /// Encoded bytes from the relay.
+    pub bytes: usize,
+}
+
+/// Run one device's session to quiescence, counting what the relay sent it.
+pub fn session_counting<S: LogStore>(
+    relay: &mut Relay<S>,
+    device: &mut Device,
+    conn: ConnId,
+    now_ms: i64,
+) -> Received {
+    device.connect(relay, conn);
+    let mut got = Received::default();
+    let (_, mut session) = device.session.take().unwrap();
+    loop {
+        let mut moved = false;
+        while let Some(m) = session.poll_transmit() {
+            relay.handle(conn, m, now_ms);
+            moved = true;
+        }
+        while let Some(m) = relay.poll_transmit(conn) {
+            got.messages += 1;
+            got.bytes += protocol::encode(&m, u32::MAX).unwrap().len();
+            match &m {
+                Message::Changes(c) => {
+                    got.entries += c.entries.len();
+                    got.documents
+                        .extend(c.entries.iter().map(|e| e.doc_id.clone()));
+                }
+                Message::Snapshots(s) => {
+                    got.snapshots += s.docs.len();
+                    got.documents
+                        .extend(s.docs.iter().map(|d| d.doc_id.clone()));
+                }
+                _ => {}
+            }
+            device
+                .events
+                .extend(session.handle(&device.replica, m).unwrap());
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert!(session.is_idle(), "caught up and nothing in flight");
+    relay.disconnect(conn);
+    got
 }

@@ -38,6 +38,11 @@ fn load_document_inputs_never_panic() {
 }
 
 #[test]
+fn import_snapshot_inputs_never_panic() {
+    assert!(replay("import_snapshot", waybill_core::fuzz::import_snapshot) > 0);
+}
+
+#[test]
 fn new_order_json_inputs_never_panic() {
     assert!(replay("new_order_json", waybill_core::fuzz::new_order_json) > 0);
 }

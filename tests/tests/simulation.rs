@@ -74,7 +74,9 @@ use waybill_core::hlc::WallClock;
 use waybill_core::model::{
     Document, EntryKind, EventDetails, NewDelivery, NewLedgerEntry, PaymentMethod, document,
 };
-use waybill_core::protocol::{self, DEFAULT_MAX_FRAME, ErrorCode, FrameDecoder, Message};
+use waybill_core::protocol::{
+    self, DEFAULT_MAX_FRAME, ErrorCode, FrameDecoder, Message, PROTOCOL_VERSION, Version,
+};
 use waybill_core::replica::ReplicaOptions;
 use waybill_core::store::{Durability, StoreOptions};
 use waybill_core::sync::audience::{self, DISPATCH};
@@ -285,12 +287,19 @@ impl Sim {
             page_bytes: rng.gen_range(512..=64 * 1024),
             cached_docs: rng.gen_range(1..=16),
             max_sync_rounds: 16,
+            snapshot_docs: rng.gen_range(1..=8),
         };
         let client_config = ClientConfig {
             batch_changes: rng.gen_range(1..=6),
             batch_bytes: rng.gen_range(512..=64 * 1024),
             batches_in_flight: rng.gen_range(1..=3),
             client: "sim".into(),
+            // Half the runs talk protocol 1.0 (never-synced devices read the whole
+            // log), half 1.1 (they get snapshots first).
+            version: Version {
+                major: PROTOCOL_VERSION.major,
+                minor: rng.gen_range(0..=PROTOCOL_VERSION.minor),
+            },
         };
         // Always a tablet of each store, a courier and the dispatcher; then 0–2 more.
         let mut roles = vec![
@@ -1471,6 +1480,12 @@ fn describe(message: &Message) -> String {
             c.cursor,
             c.caught_up
         ),
+        Message::Snapshots(s) => format!(
+            "snapshots {:?} through {} done {}",
+            s.docs.iter().map(|d| short(&d.doc_id)).collect::<Vec<_>>(),
+            s.through,
+            s.done
+        ),
         Message::Unshare(u) => format!(
             "unshare {:?}",
             u.doc_ids.iter().map(|d| short(d)).collect::<Vec<_>>()
@@ -1502,6 +1517,7 @@ fn describe(message: &Message) -> String {
 fn carried(message: &Message) -> Vec<String> {
     let mut docs: Vec<String> = match message {
         Message::Changes(c) => c.entries.iter().map(|e| e.doc_id.clone()).collect(),
+        Message::Snapshots(s) => s.docs.iter().map(|d| d.doc_id.clone()).collect(),
         // A sync message with no heads and no changes says nothing about the document.
         Message::DocSync(d) => automerge::sync::Message::decode(&d.message)
             .is_ok_and(|m| !m.heads.is_empty() || !m.changes.is_empty())

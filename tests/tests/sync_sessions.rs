@@ -8,7 +8,7 @@ use waybill_core::model::{EventDetails, NewDelivery, NewLedgerEntry, PaymentMeth
 use waybill_core::protocol::{ErrorCode, Message};
 use waybill_core::sync::{LogStore, MemoryLogStore, Relay, RelayConfig, SyncEvent};
 use waybill_core::{DeviceIdentity, Role};
-use waybill_tests::{Device, YEAR_3000_MS, credential, order, pump};
+use waybill_tests::{Device, YEAR_3000_MS, credential, order, pump, session_counting};
 
 const NOW: i64 = 1_790_000_000_000;
 
@@ -219,46 +219,6 @@ fn first_reply(
     }
 }
 
-/// What a device received in one session.
-#[derive(Debug, Default)]
-struct Received {
-    messages: usize,
-    entries: usize,
-    documents: std::collections::BTreeSet<String>,
-    bytes: usize,
-}
-
-/// Run one device's session to quiescence, counting what the relay sent it.
-fn session_counting(relay: &mut Relay<MemoryLogStore>, device: &mut Device, conn: u64) -> Received {
-    device.connect(relay, conn);
-    let mut got = Received::default();
-    let (_, mut session) = device.session.take().unwrap();
-    loop {
-        let mut moved = false;
-        while let Some(m) = session.poll_transmit() {
-            relay.handle(conn, m, NOW);
-            moved = true;
-        }
-        while let Some(m) = relay.poll_transmit(conn) {
-            got.messages += 1;
-            got.bytes += waybill_core::protocol::encode(&m, u32::MAX).unwrap().len();
-            if let Message::Changes(c) = &m {
-                got.entries += c.entries.len();
-                got.documents
-                    .extend(c.entries.iter().map(|e| e.doc_id.clone()));
-            }
-            session.handle(&device.replica, m).unwrap();
-            moved = true;
-        }
-        if !moved {
-            break;
-        }
-    }
-    assert!(session.is_idle(), "caught up and nothing in flight");
-    relay.disconnect(conn);
-    got
-}
-
 #[test]
 fn a_device_holding_1000_documents_receives_only_the_10_it_missed() {
     let issuer = CredentialIssuer::generate();
@@ -268,9 +228,10 @@ fn a_device_holding_1000_documents_receives_only_the_10_it_missed() {
     let ids: Vec<_> = (0..1_000)
         .map(|n| tablet.replica.create_order(&order("S1", n)).unwrap())
         .collect();
-    session_counting(&mut relay, &mut tablet, 1);
-    let initial = session_counting(&mut relay, &mut console, 2);
-    assert_eq!(initial.entries, 1_000);
+    session_counting(&mut relay, &mut tablet, 1, NOW);
+    let initial = session_counting(&mut relay, &mut console, 2, NOW);
+    assert_eq!(initial.snapshots, 1_000, "whole documents, not the log");
+    assert_eq!(initial.entries, 0);
     assert_eq!(console.replica.doc_ids().unwrap().len(), 1_000);
 
     // 10 orders move on while the console is offline.
@@ -280,8 +241,8 @@ fn a_device_holding_1000_documents_receives_only_the_10_it_missed() {
             .record_event(id, "confirmed", &EventDetails::default())
             .unwrap();
     }
-    session_counting(&mut relay, &mut tablet, 3);
-    let again = session_counting(&mut relay, &mut console, 4);
+    session_counting(&mut relay, &mut tablet, 3, NOW);
+    let again = session_counting(&mut relay, &mut console, 4, NOW);
     assert_eq!(again.entries, 10, "only the missed changes");
     assert_eq!(again.documents.len(), 10, "only the documents they touch");
     // Welcome, then one page of changes.

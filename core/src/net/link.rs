@@ -159,13 +159,15 @@ impl Link {
             Some(Inbound::Message(message, size)) => {
                 self.counters.bytes_received += size as u64;
                 self.counters.messages_received += 1;
-                if let Message::Changes(changes) = &message {
-                    self.counters.change_bytes_received += changes
-                        .entries
-                        .iter()
-                        .map(|e| e.bytes.len() as u64)
-                        .sum::<u64>();
-                }
+                self.counters.change_bytes_received += match &message {
+                    Message::Changes(changes) => {
+                        changes.entries.iter().map(|e| e.bytes.len() as u64).sum()
+                    }
+                    Message::Snapshots(snapshots) => {
+                        snapshots.docs.iter().map(|d| d.bytes.len() as u64).sum()
+                    }
+                    _ => 0,
+                };
                 Inbound::Message(message, size)
             }
             Some(other) => other,

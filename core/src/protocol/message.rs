@@ -48,6 +48,9 @@ pub enum Message {
     /// Relay → device: these documents are no longer shared with the device (a
     /// delivery was reassigned); it removes them.
     Unshare(Unshare),
+    /// Relay → device (protocol 1.1), to a device that has never synced: a page of
+    /// whole documents, each as one saved Automerge document, before the log.
+    Snapshots(Snapshots),
 }
 
 impl Message {
@@ -65,6 +68,7 @@ impl Message {
             Message::DocSyncOffered(_) => "doc_sync_offered",
             Message::DocSyncComplete(_) => "doc_sync_complete",
             Message::Unshare(_) => "unshare",
+            Message::Snapshots(_) => "snapshots",
         }
     }
 }
@@ -218,4 +222,27 @@ pub struct DocSyncComplete {
 pub struct Unshare {
     /// Their ids.
     pub doc_ids: Vec<String>,
+}
+
+/// One document as a saved Automerge document (`Automerge::save`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocSnapshot {
+    /// The document.
+    pub doc_id: String,
+    /// Its saved bytes, loadable by any Automerge implementation.
+    pub bytes: Vec<u8>,
+}
+
+/// A page of the documents a device that has never synced may see, sent instead of
+/// the log up to `through` (protocol 1.1). Each document holds at least every change
+/// logged up to `through`; the log continues after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshots {
+    /// The documents.
+    pub docs: Vec<DocSnapshot>,
+    /// The log position the snapshots cover.
+    pub through: u64,
+    /// The last page: the device stores `through` as its cursor with it, and the
+    /// relay continues with `Changes` from there.
+    pub done: bool,
 }

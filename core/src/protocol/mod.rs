@@ -11,15 +11,19 @@ mod message;
 pub use error::{ErrorCode, ProtocolError};
 pub use frame::{FrameDecoder, encode_frame};
 pub use message::{
-    Changes, Cursor, DocSync, DocSyncComplete, DocSyncOffered, Hello, LogEntry, Message, Refusal,
-    Unshare, Upload, UploadAck, UploadChange, Version, Welcome, WireError,
+    Changes, Cursor, DocSnapshot, DocSync, DocSyncComplete, DocSyncOffered, Hello, LogEntry,
+    Message, Refusal, Snapshots, Unshare, Upload, UploadAck, UploadChange, Version, Welcome,
+    WireError,
 };
 
 /// Four bytes opening every `Hello`, so a relay can tell a Waybill peer from noise.
 pub const MAGIC: [u8; 4] = *b"WYBL";
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: Version = Version { major: 1, minor: 0 };
+/// The protocol version this build speaks (1.1 added [`Snapshots`]).
+pub const PROTOCOL_VERSION: Version = Version { major: 1, minor: 1 };
+
+/// The first version whose relay sends a never-synced device [`Snapshots`].
+pub const SNAPSHOTS_SINCE: Version = Version { major: 1, minor: 1 };
 
 /// Largest frame payload accepted unless configured otherwise (8 MiB).
 pub const DEFAULT_MAX_FRAME: u32 = 8 * 1024 * 1024;

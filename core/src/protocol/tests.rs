@@ -65,7 +65,33 @@ fn samples() -> Vec<Message> {
         Message::Unshare(Unshare {
             doc_ids: vec!["dlv_z".into()],
         }),
+        Message::Snapshots(Snapshots {
+            docs: vec![DocSnapshot {
+                doc_id: "ord_x".into(),
+                bytes: vec![0x85, 0x6f, 0x4a, 0x83, 1, 2],
+            }],
+            through: 30,
+            done: true,
+        }),
     ]
+}
+
+#[test]
+fn version_1_1_only_appends_snapshots() {
+    // Variants are numbered by position: a 1.0 peer still reads every 1.0 message,
+    // and `Snapshots` (1.1) takes the next number.
+    let first_byte = |m: &Message| postcard::to_stdvec(m).unwrap()[0];
+    let unshare = Message::Unshare(Unshare { doc_ids: vec![] });
+    assert_eq!(first_byte(&unshare), 10);
+    let snapshots = Message::Snapshots(Snapshots {
+        docs: vec![],
+        through: 0,
+        done: true,
+    });
+    assert_eq!(first_byte(&snapshots), 11);
+    assert!(SNAPSHOTS_SINCE <= PROTOCOL_VERSION);
+    let old = Version { major: 1, minor: 0 };
+    assert!(negotiate(PROTOCOL_VERSION, old).unwrap() < SNAPSHOTS_SINCE);
 }
 
 #[test]

@@ -16,6 +16,10 @@ struct Staged {
     changes: Vec<Change>,
     origin: ChangeOrigin,
     heads_before: Vec<automerge::ChangeHash>,
+    /// Received whole from the relay: its saved bytes, stored as they are.
+    snapshot: Option<Vec<u8>>,
+    /// Its typed value, when already read and checked (a snapshot).
+    typed: Option<Document>,
 }
 
 /// Documents staged for one commit. Dropping a session without committing leaves
@@ -70,6 +74,8 @@ impl<'w> Session<'w> {
             changes: Vec::new(),
             origin,
             heads_before,
+            snapshot: None,
+            typed: None,
         });
         Ok(&mut self.staged[pos])
     }
@@ -163,6 +169,54 @@ impl<'w> Session<'w> {
         })
     }
 
+    /// Take in a whole document received from the relay as saved Automerge bytes.
+    /// A document new to this device keeps those bytes as its stored snapshot; one
+    /// it already holds merges them. Returns how many changes were new to it. The
+    /// document must read as an order or delivery: bytes that do not load, or a
+    /// document that does not read, are refused with nothing staged.
+    pub(crate) fn load_snapshot(
+        &mut self,
+        id: &DocId,
+        bytes: &[u8],
+    ) -> Result<usize, ReplicaError> {
+        let corrupt = |reason: String| ReplicaError::CorruptChange {
+            doc_id: id.to_string(),
+            index: 0,
+            reason: format!("snapshot: {reason}"),
+        };
+        let loaded = std::panic::catch_unwind(|| Automerge::load(bytes))
+            .map_err(|_| corrupt("automerge could not load it".into()))?
+            .map_err(|e| corrupt(e.to_string()))?;
+        let typed = document::read(id, readable(id, &loaded)?)?;
+        let staged = self.stage(id, ChangeOrigin::Remote, true)?;
+        staged.origin = ChangeOrigin::Remote;
+        let fresh = staged.doc.get_heads().is_empty()
+            && staged.doc.get_missing_deps(&[]).is_empty()
+            && staged.changes.is_empty();
+        if fresh {
+            let count = loaded.get_changes_meta(&[]).len();
+            let actor = staged.doc.get_actor().clone();
+            staged.doc = loaded.with_actor(actor);
+            staged.snapshot = Some(bytes.to_vec());
+            staged.typed = Some(typed);
+            return Ok(count);
+        }
+        let before = staged.doc.get_heads();
+        let mut loaded = loaded;
+        let doc = &mut staged.doc;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.merge(&mut loaded)))
+            .map_err(|_| corrupt("automerge could not merge it".into()))?
+            .map_err(|e| corrupt(e.to_string()))?;
+        let new = if staged.doc.get_heads() == before {
+            Vec::new()
+        } else {
+            staged.doc.get_changes(&before)
+        };
+        let count = new.len();
+        staged.changes.extend(new);
+        Ok(count)
+    }
+
     /// Write a metadata value in the same transaction as the staged documents.
     pub(crate) fn set_meta(&mut self, key: &'static str, value: String) {
         self.meta.retain(|(k, _)| *k != key);
@@ -216,16 +270,20 @@ impl<'w> Session<'w> {
 
     /// Commit every staged document in one store transaction.
     pub(crate) fn commit(mut self) -> Result<Vec<DocChange>, ReplicaError> {
-        let staged = std::mem::take(&mut self.staged);
+        let mut staged = std::mem::take(&mut self.staged);
         let mut indexes = Vec::with_capacity(staged.len());
         let mut observed = self.writer.hlc;
-        for s in &staged {
-            if s.changes.is_empty() {
+        for s in &mut staged {
+            if s.changes.is_empty() && s.snapshot.is_none() {
                 // Only read during this mutation: nothing to store.
                 indexes.push(None);
                 continue;
             }
-            let index = match document::read(&s.id, &s.doc) {
+            let read = match s.typed.take() {
+                Some(typed) => Ok(typed),
+                None => document::read(&s.id, &s.doc),
+            };
+            let index = match read {
                 Ok(doc) => {
                     observe_events(&mut observed, &doc);
                     Some(IndexRows::of(&doc))
@@ -250,13 +308,14 @@ impl<'w> Session<'w> {
         let writes: Vec<DocWrite<'_>> = staged
             .iter()
             .zip(indexes)
-            .filter(|(s, _)| !s.changes.is_empty())
+            .filter(|(s, _)| !s.changes.is_empty() || s.snapshot.is_some())
             .map(|(s, index)| DocWrite {
                 id: &s.id,
                 doc: &s.doc,
                 changes: &s.changes,
                 index,
                 local: s.origin == ChangeOrigin::Local,
+                snapshot: s.snapshot.as_deref(),
             })
             .collect();
         let hlc = self.writer.hlc.last();

@@ -3,7 +3,7 @@
 
 use super::{ChangeOrigin, DocChange, Replica, ReplicaError};
 use crate::ids::DocId;
-use crate::protocol::{Cursor, LogEntry};
+use crate::protocol::{Cursor, DocSnapshot, LogEntry};
 use crate::store::{OutboxEntry, RefusedChange};
 use automerge::sync::{self as am_sync, SyncDoc};
 
@@ -128,6 +128,60 @@ impl Replica {
         }
         for (doc_id, reason) in &outcome.skipped {
             tracing::warn!(doc = %doc_id, %reason, "skipped a change from the relay");
+        }
+        Ok(outcome)
+    }
+
+    /// Take in a page of whole documents from the relay (a device that has never
+    /// synced is sent snapshots before the log) and, in the same transaction, store
+    /// the cursor (when given, with the last page). A document that does not load
+    /// or read is skipped and reported, never fatal to the rest of the page.
+    pub fn import_snapshots(
+        &self,
+        docs: &[DocSnapshot],
+        cursor: Option<&Cursor>,
+    ) -> Result<LogApplied, ReplicaError> {
+        let mut outcome = LogApplied::default();
+        let mut arrived = Vec::with_capacity(docs.len());
+        self.write(|s| {
+            for snapshot in docs {
+                let id = match DocId::parse(&snapshot.doc_id) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        outcome
+                            .skipped
+                            .push((snapshot.doc_id.clone(), e.to_string()));
+                        continue;
+                    }
+                };
+                match s.load_snapshot(&id, &snapshot.bytes) {
+                    Ok(new) => {
+                        outcome.new_changes += new;
+                        outcome.documents += usize::from(new > 0);
+                        arrived.push(id);
+                    }
+                    Err(
+                        e @ (ReplicaError::CorruptChange { .. }
+                        | ReplicaError::Model(_)
+                        | ReplicaError::Incomplete { .. }),
+                    ) => {
+                        s.discard(&id);
+                        outcome.skipped.push((id.to_string(), e.to_string()));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(cursor) = cursor {
+                s.set_meta(CURSOR_KEY, encode_cursor(cursor));
+            }
+            Ok(())
+        })?;
+        if !arrived.is_empty() {
+            // Shared again (or still): a removal decided earlier no longer applies.
+            self.lock_writer().store.cancel_removal(&arrived)?;
+        }
+        for (doc_id, reason) in &outcome.skipped {
+            tracing::warn!(doc = %doc_id, %reason, "skipped a snapshot from the relay");
         }
         Ok(outcome)
     }

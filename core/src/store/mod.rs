@@ -119,6 +119,9 @@ pub struct DocWrite<'a> {
     pub index: Option<IndexRows>,
     /// Whether the changes are local and go to the outbox.
     pub local: bool,
+    /// The document's whole state as saved Automerge bytes, stored as its snapshot
+    /// in place of its changes (a document received whole from the relay).
+    pub snapshot: Option<&'a [u8]>,
 }
 
 /// The writer side of a store.
@@ -311,6 +314,18 @@ impl Store {
                     )?
                     .execute(params![id, &hash.0[..], change.raw_bytes(), now])?;
                 }
+            }
+            if let Some(snapshot) = w.snapshot {
+                tx.prepare_cached(
+                    "UPDATE documents SET snapshot = ?2, change_count = 0 WHERE doc_id = ?1",
+                )?
+                .execute(params![id, snapshot])?;
+                tx.prepare_cached("DELETE FROM changes WHERE doc_id = ?1")?
+                    .execute([id])?;
+                if let Some(index) = &w.index {
+                    index.write(&tx)?;
+                }
+                continue;
             }
             let count: i64 = tx
                 .prepare_cached("UPDATE documents SET change_count = change_count + ?2 WHERE doc_id = ?1 RETURNING change_count")?

@@ -11,9 +11,9 @@ use super::SyncError;
 use crate::ids::DocId;
 use crate::protocol::{
     Changes, Cursor, DocSync, DocSyncOffered, ErrorCode, Hello, MAGIC, Message, PROTOCOL_VERSION,
-    Refusal, Upload, UploadAck, UploadChange, Welcome, WireError,
+    Refusal, Snapshots, Upload, UploadAck, UploadChange, Version, Welcome, WireError,
 };
-use crate::replica::Replica;
+use crate::replica::{LogApplied, Replica};
 use automerge::sync as am_sync;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -28,6 +28,9 @@ pub struct ClientConfig {
     pub batches_in_flight: usize,
     /// Describes the client in the relay's logs.
     pub client: String,
+    /// The protocol version offered in `Hello` (an older minor to talk as an older
+    /// client would, in tests and for compatibility checks).
+    pub version: Version,
 }
 
 impl Default for ClientConfig {
@@ -37,6 +40,7 @@ impl Default for ClientConfig {
             batch_bytes: 512 * 1024,
             batches_in_flight: 4,
             client: format!("waybill-core/{}", env!("CARGO_PKG_VERSION")),
+            version: PROTOCOL_VERSION,
         }
     }
 }
@@ -151,7 +155,7 @@ impl ClientSession {
         self.progress.cursor = self.progress.start_cursor;
         self.out.push_back(Message::Hello(Hello {
             magic: MAGIC,
-            version: PROTOCOL_VERSION,
+            version: self.config.version,
             credential: self.credential.clone(),
             cursor,
             client: self.config.client.clone(),
@@ -236,6 +240,9 @@ impl ClientSession {
             }
             (Phase::Open, Message::Changes(changes)) => {
                 self.on_changes(replica, changes, &mut events)?
+            }
+            (Phase::Open, Message::Snapshots(snapshots)) => {
+                self.on_snapshots(replica, snapshots, &mut events)?
             }
             (Phase::Open, Message::UploadAck(ack)) => self.on_ack(replica, ack, &mut events)?,
             (Phase::Open, Message::DocSync(sync)) => {
@@ -341,6 +348,39 @@ impl ClientSession {
             applied
         };
         self.progress.cursor = self.progress.cursor.max(changes.cursor);
+        self.report_applied(&applied, events);
+        if changes.caught_up && !self.full_sync && !self.progress.caught_up {
+            self.progress.caught_up = true;
+            tracing::info!(cursor = changes.cursor, "caught up with the relay");
+            events.push(SyncEvent::CaughtUp {
+                cursor: changes.cursor,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whole documents for a device that has never synced; the last page carries the
+    /// cursor the log continues from, stored with it.
+    fn on_snapshots(
+        &mut self,
+        replica: &Replica,
+        snapshots: Snapshots,
+        events: &mut Vec<SyncEvent>,
+    ) -> Result<(), SyncError> {
+        let cursor = (snapshots.done && !self.full_sync).then(|| Cursor {
+            relay_id: self.relay_id.clone(),
+            seq: snapshots.through.max(self.progress.cursor),
+        });
+        let applied = replica.import_snapshots(&snapshots.docs, cursor.as_ref())?;
+        if let Some(cursor) = &cursor {
+            self.progress.cursor = cursor.seq;
+        }
+        self.report_applied(&applied, events);
+        Ok(())
+    }
+
+    /// Count what a page brought, and tell the relay about what could not be taken.
+    fn report_applied(&mut self, applied: &LogApplied, events: &mut Vec<SyncEvent>) {
         self.progress.received += applied.new_changes as u64;
         if applied.new_changes > 0 {
             events.push(SyncEvent::Received {
@@ -352,21 +392,13 @@ impl ClientSession {
             self.out.push_back(Message::Error(WireError {
                 code: ErrorCode::CorruptChange,
                 message: format!(
-                    "{} change(s) from the log could not be applied (first: {})",
+                    "{} change(s) from the relay could not be applied (first: {})",
                     applied.skipped.len(),
                     applied.skipped[0].0
                 ),
                 fatal: false,
             }));
         }
-        if changes.caught_up && !self.full_sync && !self.progress.caught_up {
-            self.progress.caught_up = true;
-            tracing::info!(cursor = changes.cursor, "caught up with the relay");
-            events.push(SyncEvent::CaughtUp {
-                cursor: changes.cursor,
-            });
-        }
-        Ok(())
     }
 
     fn on_ack(

@@ -792,6 +792,17 @@ fn doc_log_lists_a_documents_entries<S: LogStore>(store: &mut S) {
         "doc_log lists logged entries only, in order"
     );
     assert!(ok(store.doc_log("ord_z"), "doc_log").is_empty());
+    let c = change("ord_c", 5, 10);
+    commit(store, &log_batch(std::slice::from_ref(&c)));
+    assert_eq!(
+        ok(
+            store.docs_log(&["ord_c".into(), "ord_a".into(), "ord_z".into()]),
+            "docs_log"
+        ),
+        vec![entry(1, &a1), entry(3, &a2), entry(4, &c)],
+        "docs_log lists several documents' logged entries, in log order"
+    );
+    assert!(ok(store.docs_log(&[]), "docs_log").is_empty());
 }
 
 fn commits_advance_document_versions<S: LogStore>(store: &mut S) {

@@ -244,6 +244,18 @@ pub trait LogStore: Send {
     /// that has just been given it).
     fn doc_log(&self, doc_id: &str) -> Result<Vec<LogEntry>, LogStoreError>;
 
+    /// The log entries of several documents, in log order (the snapshots a device
+    /// that has never synced is sent are built a page of documents at a time).
+    /// Stores override this with one query.
+    fn docs_log(&self, doc_ids: &[String]) -> Result<Vec<LogEntry>, LogStoreError> {
+        let mut entries = Vec::new();
+        for doc_id in doc_ids {
+            entries.extend(self.doc_log(doc_id)?);
+        }
+        entries.sort_by_key(|e| e.seq);
+        Ok(entries)
+    }
+
     /// Whether a device's credential was revoked.
     fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError>;
 

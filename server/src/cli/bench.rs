@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::CliError;
-use crate::loadgen::{self, DeviceRun, IngestMethod, Options, Scenario, metrics::Figure};
+use crate::loadgen::{
+    self, DeviceRun, IngestMethod, InitialSync, Options, Scenario, metrics::Figure,
+};
 
 /// `waybill bench`.
 #[derive(Args, Debug)]
@@ -52,6 +54,10 @@ pub struct BenchRunArgs {
     /// How the writers upload in the measured part (ingest).
     #[arg(long, value_enum, default_value_t = IngestMethod::SyncOnce)]
     pub ingest_method: IngestMethod,
+    /// How the fresh device gets its documents (sync): `snapshots` (protocol 1.1)
+    /// or `log` (the device offers 1.0 and reads every change), to compare the two.
+    #[arg(long, value_enum, default_value_t = InitialSync::Snapshots)]
+    pub initial_sync: InitialSync,
     /// Connected devices (fan-out).
     #[arg(long, default_value_t = 1000)]
     pub devices: usize,
@@ -114,6 +120,9 @@ pub struct BenchDeviceArgs {
     /// Bound on the sync, in seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// Offer this protocol minor version instead of the newest.
+    #[arg(long)]
+    pub protocol_minor: Option<u16>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
@@ -132,6 +141,7 @@ pub(crate) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
             edit: device.edit,
             kind: device.kind.unwrap_or_default(),
             timeout: Duration::from_secs(device.timeout_secs),
+            protocol_minor: device.protocol_minor,
         };
         let report = runtime()?.block_on(loadgen::run_device(&run))?;
         let json = serde_json::to_string(&report).map_err(|e| CliError::Output(e.into()))?;
@@ -170,6 +180,7 @@ pub(crate) fn run(args: BenchArgs, out: &mut dyn Write) -> Result<(), CliError> 
         ingest_batch: args.ingest_batch.max(1),
         ingest_in_flight: args.ingest_in_flight.max(1),
         ingest_method: args.ingest_method,
+        initial_sync: args.initial_sync,
         fanout_devices: args.devices.max(1),
         fanout_rounds: args.rounds.max(1),
         idle_devices: args.idle,

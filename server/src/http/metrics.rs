@@ -101,6 +101,12 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         &[("", load(&c.changes_sent))],
     );
     metric(
+        "waybill_snapshots_sent_total",
+        "counter",
+        "Whole documents sent to never-synced devices as snapshots.",
+        &[("", load(&c.snapshots_sent))],
+    );
+    metric(
         "waybill_bytes_received_total",
         "counter",
         "Bytes read from devices.",

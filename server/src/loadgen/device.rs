@@ -99,7 +99,7 @@ impl Fleet {
                 match protocol::decode(&payload).map_err(|e| lost(e.to_string()))? {
                     Message::Welcome(welcome) => head = welcome.head,
                     Message::Changes(changes) if changes.caught_up => caught_up = true,
-                    Message::Changes(_) => {}
+                    Message::Changes(_) | Message::Snapshots(_) => {}
                     Message::Error(error) => {
                         return Err(lost(format!("{:?}: {}", error.code, error.message)));
                     }

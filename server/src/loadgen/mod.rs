@@ -14,7 +14,7 @@ pub mod relay;
 mod scenarios;
 mod sync_device;
 
-pub use scenarios::{IngestMethod, Options, Scenario, run};
+pub use scenarios::{IngestMethod, InitialSync, Options, Scenario, run};
 pub use sync_device::{DeviceRun, DeviceRunReport, run_device};
 
 use waybill_core::ReplicaError;

@@ -57,6 +57,15 @@ pub enum IngestMethod {
     SyncOnce,
 }
 
+/// How the fresh device of the sync scenario gets its documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitialSync {
+    /// Whole documents as saved Automerge documents, then the log (protocol 1.1).
+    Snapshots,
+    /// The whole log, change by change (the device offers protocol 1.0).
+    Log,
+}
+
 /// Scale and wiring of a run.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -81,6 +90,8 @@ pub struct Options {
     pub ingest_in_flight: usize,
     /// How the ingest's measured part uploads.
     pub ingest_method: IngestMethod,
+    /// How the fresh device gets its documents (sync).
+    pub initial_sync: InitialSync,
     /// Connected devices (fan-out).
     pub fanout_devices: usize,
     /// Changes sent, one at a time (fan-out).
@@ -165,6 +176,7 @@ async fn device_process(
     db: &Path,
     credential: &Path,
     edit: Option<&Path>,
+    initial_sync: InitialSync,
 ) -> Result<DeviceRunReport, LoadError> {
     let mut command = std::process::Command::new(&options.waybill);
     command
@@ -177,6 +189,9 @@ async fn device_process(
         .arg("--timeout-secs")
         .arg(options.timeout.as_secs().to_string())
         .env("RUST_LOG", "warn");
+    if initial_sync == InitialSync::Log {
+        command.arg("--protocol-minor").arg("0");
+    }
     if let Some(edit) = edit {
         command
             .arg("--edit")
@@ -260,7 +275,7 @@ async fn sync(o: &Options, emit: &mut dyn FnMut(Figure)) -> Result<(), LoadError
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
     relay.reset_peak();
-    let first = device_process(o, &db, &credential_path, None).await?;
+    let first = device_process(o, &db, &credential_path, None, o.initial_sync).await?;
     let relay_peak = relay.memory().hwm_kib;
     check(first.documents == o.docs as u64, || {
         format!(
@@ -269,12 +284,16 @@ async fn sync(o: &Options, emit: &mut dyn FnMut(Figure)) -> Result<(), LoadError
         )
     })?;
     let s = "initial_sync";
+    let how = match o.initial_sync {
+        InitialSync::Snapshots => "snapshots (protocol 1.1)",
+        InitialSync::Log => "the whole log (protocol 1.0)",
+    };
     emit(Figure::new(
         s,
         "wall_time",
         first.converged_ms,
         "ms",
-        "connect until converged",
+        &format!("connect until converged; {how}"),
     ));
     emit(Figure::new(
         s,
@@ -309,7 +328,7 @@ async fn sync(o: &Options, emit: &mut dyn FnMut(Figure)) -> Result<(), LoadError
         "bytes_per_saved_byte",
         (first.bytes_received + first.bytes_sent) as f64 / saved.max(1) as f64,
         "ratio",
-        &format!("saved size of the documents: {saved} bytes"),
+        &format!("saved size of the documents: {saved} bytes; {how}"),
     ));
     emit(Figure::new(
         s,
@@ -340,7 +359,7 @@ async fn sync(o: &Options, emit: &mut dyn FnMut(Figure)) -> Result<(), LoadError
         .map(|id| format!("{id}\n"))
         .collect();
     write_file(&edit, lines.as_bytes())?;
-    let again = device_process(o, &db, &credential_path, Some(&edit)).await?;
+    let again = device_process(o, &db, &credential_path, Some(&edit), o.initial_sync).await?;
     check(
         again.uploaded == o.changed as u64 && again.received == o.changed as u64,
         || {

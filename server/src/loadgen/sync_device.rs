@@ -26,6 +26,9 @@ pub struct DeviceRun {
     pub kind: String,
     /// Bound on the sync.
     pub timeout: Duration,
+    /// Offer this protocol minor instead of the newest (0: a never-synced device
+    /// reads the whole log instead of snapshots).
+    pub protocol_minor: Option<u16>,
 }
 
 /// What it measured (printed as JSON by `waybill bench device`).
@@ -95,14 +98,12 @@ pub async fn run_device(run: &DeviceRun) -> Result<DeviceRunReport, LoadError> {
         out.edit_ms = ms(started.elapsed());
         out.edited = ids.len() as u64;
     }
+    let mut options = SyncOptions::default();
+    if let Some(minor) = run.protocol_minor {
+        options.client.version.minor = minor.min(options.client.version.minor);
+    }
     let started = Instant::now();
-    let report = sync_once(
-        Arc::clone(&replica),
-        &credential,
-        &SyncOptions::default(),
-        run.timeout,
-    )
-    .await?;
+    let report = sync_once(Arc::clone(&replica), &credential, &options, run.timeout).await?;
     out.sync_ms = ms(started.elapsed());
     out.converged_ms = ms(report.converged_in);
     out.uploaded = report.uploaded;

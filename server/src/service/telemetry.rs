@@ -32,6 +32,8 @@ pub struct Counters {
     pub changes_refused: AtomicU64,
     /// Log entries sent to devices (catch-up pages and live pushes).
     pub changes_sent: AtomicU64,
+    /// Whole documents sent to never-synced devices as snapshots.
+    pub snapshots_sent: AtomicU64,
 }
 
 /// One device as the relay last saw it.
@@ -203,6 +205,16 @@ impl Telemetry {
                     if changes.caught_up {
                         d.last_sync_ms = Some(now);
                     }
+                }
+            }
+            Message::Snapshots(snapshots) => {
+                self.counters
+                    .snapshots_sent
+                    .fetch_add(snapshots.docs.len() as u64, Ordering::Relaxed);
+                if let Some(d) = device
+                    && snapshots.done
+                {
+                    d.cursor = Some(snapshots.through);
                 }
             }
             Message::DocSyncComplete(_) => {

@@ -11,6 +11,7 @@
 mod full_sync;
 mod ingest;
 mod rules;
+mod snapshots;
 mod visibility;
 
 use super::audience;
@@ -22,6 +23,7 @@ use crate::protocol::{
     self, Changes, ErrorCode, Hello, LogEntry, Message, ProtocolError, Welcome, WireError,
 };
 use full_sync::DocSyncs;
+use snapshots::SnapshotQueue;
 use std::collections::{BTreeMap, VecDeque};
 use visibility::ViewDelta;
 
@@ -36,8 +38,10 @@ pub type ConnId = u64;
 pub struct RelayConfig {
     /// Most log entries in one `Changes` message while a device catches up.
     pub page_entries: usize,
-    /// About how many change bytes go in one `Changes` message.
+    /// About how many change bytes go in one `Changes` or `Snapshots` message.
     pub page_bytes: usize,
+    /// Most documents in one `Snapshots` message.
+    pub snapshot_docs: usize,
     /// Documents kept decoded in memory.
     pub cached_docs: usize,
     /// Per-document sync rounds in which the device's heads do not move before the
@@ -51,6 +55,7 @@ impl Default for RelayConfig {
         Self {
             page_entries: 2048,
             page_bytes: 1024 * 1024,
+            snapshot_docs: 512,
             cached_docs: 1024,
             max_sync_rounds: 16,
         }
@@ -67,8 +72,11 @@ struct Peer {
     last_heard_ms: i64,
     /// The log has been sent up to here (the device's cursor once it applies it).
     sent_through: u64,
-    /// Still paging through the log from an old cursor; pushes wait until caught up.
+    /// Still paging through the log from an old cursor (or through snapshots);
+    /// pushes wait until caught up.
     catching_up: bool,
+    /// A never-synced device's documents still to send as snapshots, before the log.
+    snapshots: Option<SnapshotQueue>,
     docs: DocSyncs,
 }
 
@@ -420,12 +428,21 @@ impl<S: LogStore> Relay<S> {
         let relay_id = self.store.relay_id();
         let head = self.store.head()?;
         let oldest = self.store.oldest_resumable()?;
+        // A device that has never synced gets its documents as snapshots, then the
+        // log from where they end (protocol 1.1); an older one reads the whole log.
+        let snapshots = if hello.cursor.is_none() && version >= protocol::SNAPSHOTS_SINCE {
+            let principal = audience::principal(&identity);
+            Some(self.open_snapshots(&principal)?)
+        } else {
+            None
+        };
         let resume_from = match &hello.cursor {
+            None if snapshots.is_some() => Some(0),
             None if oldest == 0 => Some(0),
             Some(c) if c.relay_id == relay_id && c.seq <= head && c.seq >= oldest => Some(c.seq),
             _ => None,
         };
-        tracing::info!(cursor = ?hello.cursor.as_ref().map(|c| c.seq), head, full_sync = resume_from.is_none(), client = %hello.client, "device connected");
+        tracing::info!(cursor = ?hello.cursor.as_ref().map(|c| c.seq), head, full_sync = resume_from.is_none(), snapshots = snapshots.is_some(), %version, client = %hello.client, "device connected");
         let principal = audience::principal(&identity);
         let mut peer = Peer {
             identity,
@@ -434,6 +451,7 @@ impl<S: LogStore> Relay<S> {
             last_heard_ms: now_ms,
             sent_through: resume_from.unwrap_or(head),
             catching_up: resume_from.is_some(),
+            snapshots,
             docs: DocSyncs::default(),
         };
         // Resuming: the log pages carry what it gained or lost while away.
@@ -568,6 +586,9 @@ impl<S: LogStore> Relay<S> {
     }
 
     fn queue_page(&mut self, conn: ConnId) -> Result<(), LogStoreError> {
+        if self.peer_mut(conn).is_some_and(|p| p.snapshots.is_some()) {
+            return self.queue_snapshot_page(conn);
+        }
         let Some(after) = self.peer_mut(conn).map(|p| p.sent_through) else {
             return Ok(());
         };

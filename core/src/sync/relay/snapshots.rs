@@ -1,0 +1,132 @@
+//! Snapshots for a device that has never synced (protocol 1.1): instead of the whole
+//! log, each document it may see as one saved Automerge document, a page at a time,
+//! then the log from the position the snapshots cover.
+//!
+//! The position is the log head read *before* the list of documents: every document
+//! then holds at least every change logged up to it (a page built later may hold
+//! more, which the log after it repeats harmlessly), and a document that joins or
+//! leaves the device's view after it reaches the device through the log pages'
+//! view changes, exactly as for a resuming device.
+
+use super::{ConnId, Relay};
+use crate::protocol::{DocSnapshot, LogEntry, Message, Snapshots};
+use crate::sync::audience::DISPATCH;
+use crate::sync::log_store::{LogStore, LogStoreError};
+use automerge::{Automerge, Change};
+use std::collections::{HashMap, VecDeque};
+
+/// The documents still to send to one device, and the log position they cover.
+pub(super) struct SnapshotQueue {
+    remaining: VecDeque<String>,
+    through: u64,
+}
+
+impl<S: LogStore> Relay<S> {
+    /// What a never-synced device of `principal` is sent before the log.
+    pub(super) fn open_snapshots(&self, principal: &str) -> Result<SnapshotQueue, LogStoreError> {
+        let through = self.store.head()?;
+        let docs = if principal == DISPATCH {
+            self.store.doc_ids()?
+        } else {
+            self.store.view(principal)?
+        };
+        Ok(SnapshotQueue {
+            remaining: docs.into(),
+            through,
+        })
+    }
+
+    /// Queue the next page of snapshots; after the last, the device reads the log
+    /// from the position they cover.
+    pub(super) fn queue_snapshot_page(&mut self, conn: ConnId) -> Result<(), LogStoreError> {
+        let max_docs = self.config.snapshot_docs.max(1);
+        let max_bytes = self.config.page_bytes;
+        let Some(queue) = self.peer_mut(conn).and_then(|p| p.snapshots.as_mut()) else {
+            return Ok(());
+        };
+        let through = queue.through;
+        let take = queue.remaining.len().min(max_docs);
+        let ids: Vec<String> = queue.remaining.drain(..take).collect();
+        let mut docs = Vec::with_capacity(ids.len());
+        let mut bytes = 0usize;
+        let mut unsent = Vec::new();
+        for (doc_id, entries) in group_by_doc(self.store.docs_log(&ids)?, &ids) {
+            if bytes >= max_bytes {
+                unsent.push(doc_id);
+                continue;
+            }
+            if entries.is_empty() {
+                // Listed but never logged (only waiting changes): nothing to send;
+                // its changes reach the device through the log once complete.
+                continue;
+            }
+            let saved = saved_from_log(&doc_id, entries)?;
+            bytes += saved.len();
+            docs.push(DocSnapshot {
+                doc_id,
+                bytes: saved,
+            });
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        let Some(peer) = c.peer.as_mut() else {
+            return Ok(());
+        };
+        let done = match peer.snapshots.as_mut() {
+            Some(queue) => {
+                for doc_id in unsent.into_iter().rev() {
+                    queue.remaining.push_front(doc_id);
+                }
+                queue.remaining.is_empty()
+            }
+            None => true,
+        };
+        if done {
+            // The log continues from the snapshots' position.
+            peer.snapshots = None;
+            peer.sent_through = through;
+            tracing::info!(cursor = through, "snapshots sent; continuing with the log");
+        }
+        c.out.push_back(Message::Snapshots(Snapshots {
+            docs,
+            through,
+            done,
+        }));
+        Ok(())
+    }
+}
+
+/// Entries grouped by document, in the order of `ids` (every id present).
+fn group_by_doc(entries: Vec<LogEntry>, ids: &[String]) -> Vec<(String, Vec<Vec<u8>>)> {
+    let mut at: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
+    let mut groups: Vec<(String, Vec<Vec<u8>>)> = Vec::with_capacity(ids.len());
+    for id in ids {
+        at.entry(id.as_str()).or_insert_with(|| {
+            groups.push((id.clone(), Vec::new()));
+            groups.len() - 1
+        });
+    }
+    for entry in entries {
+        if let Some(&i) = at.get(entry.doc_id.as_str()) {
+            groups[i].1.push(entry.bytes);
+        }
+    }
+    groups
+}
+
+/// A document rebuilt from its logged changes and saved. A stored change that no
+/// longer decodes fails the page (the device is told to come back) rather than
+/// leaving the document out of a snapshot the cursor then moves past.
+fn saved_from_log(doc_id: &str, raw: Vec<Vec<u8>>) -> Result<Vec<u8>, LogStoreError> {
+    let corrupt = |e: &dyn std::fmt::Display| {
+        LogStoreError::Corrupt(format!("stored changes of {doc_id}: {e}"))
+    };
+    let changes = raw
+        .into_iter()
+        .map(|bytes| Change::from_bytes(bytes).map_err(|e| corrupt(&e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut doc = Automerge::new();
+    crate::changes::apply(&mut doc, changes).map_err(|e| corrupt(&e))?;
+    Ok(doc.save())
+}
