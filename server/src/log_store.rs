@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 use waybill_core::protocol::LogEntry;
 use waybill_core::sync::{
-    AudienceUpdate, IngestBatch, LogStore, LogStoreError, QuarantinedChange, StoredChange,
-    ViewChange, settle_relay_id,
+    AudienceUpdate, IngestBatch, LogStore, LogStoreError, QuarantinedChange, SavedDoc,
+    StoredChange, ViewChange, settle_relay_id,
 };
 
 /// The migrations, in order; migration `i` brings the schema to version `i + 1`.
@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_relay_log.sql"),
     include_str!("migrations/0002_audience.sql"),
     include_str!("migrations/0003_doc_version.sql"),
+    include_str!("migrations/0004_doc_snapshot.sql"),
 ];
 
 /// The relay database schema version this build creates and reads.
@@ -649,6 +650,50 @@ impl LogStore for SqliteLogStore {
                 .collect::<rusqlite::Result<_>>()?)
         })()?;
         Ok(entries)
+    }
+
+    fn fresh_snapshots(&self, doc_ids: &[String]) -> Result<Vec<(String, Vec<u8>)>, LogStoreError> {
+        if doc_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = (|| -> Res<Vec<(String, Vec<u8>)>> {
+            let ids = serde_json::to_string(doc_ids)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            Ok(self
+                .conn
+                .prepare_cached(
+                    "SELECT s.doc_id, s.bytes FROM doc_snapshot s
+                     JOIN doc_version v ON v.doc_id = s.doc_id AND v.version = s.version
+                     WHERE s.doc_id IN (SELECT value FROM json_each(?1))",
+                )?
+                .query_map([ids], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?)
+        })()?;
+        Ok(found)
+    }
+
+    fn put_snapshots(&mut self, saved: &[SavedDoc]) -> Result<(), LogStoreError> {
+        if saved.is_empty() {
+            return Ok(());
+        }
+        (|| -> Res<()> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut put = tx.prepare_cached(
+                    "INSERT INTO doc_snapshot (doc_id, version, bytes) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (doc_id) DO UPDATE SET version = excluded.version, bytes = excluded.bytes
+                     WHERE excluded.version > doc_snapshot.version",
+                )?;
+                for doc in saved {
+                    put.execute(params![doc.doc_id, doc.version, doc.bytes])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })()?;
+        Ok(())
     }
 
     fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError> {

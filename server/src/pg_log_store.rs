@@ -39,8 +39,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
 use waybill_core::protocol::LogEntry;
 use waybill_core::sync::{
-    AudienceUpdate, IngestBatch, LogStore, LogStoreError, QuarantinedChange, StoredChange,
-    ViewChange, settle_relay_id,
+    AudienceUpdate, IngestBatch, LogStore, LogStoreError, QuarantinedChange, SavedDoc,
+    StoredChange, ViewChange, settle_relay_id,
 };
 
 /// The migrations, in order; migration `i` brings the schema to version `i + 1`.
@@ -48,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("pg_migrations/0001_relay_log.sql"),
     include_str!("pg_migrations/0002_audience.sql"),
     include_str!("pg_migrations/0003_doc_version.sql"),
+    include_str!("pg_migrations/0004_doc_snapshot.sql"),
 ];
 
 /// The relay schema version this build creates and reads.
@@ -737,6 +738,45 @@ impl LogStore for PgLogStore {
             &[&doc_ids],
             entry_row,
         )
+    }
+
+    fn fresh_snapshots(&self, doc_ids: &[String]) -> Result<Vec<(String, Vec<u8>)>, LogStoreError> {
+        if doc_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.rows(
+            "SELECT s.doc_id, s.bytes FROM doc_snapshot s
+             JOIN doc_version v ON v.doc_id = s.doc_id AND v.version = s.version
+             WHERE s.doc_id = ANY($1)",
+            &[&doc_ids],
+            |r| Ok((r.get::<_, String>(0), r.get::<_, Vec<u8>>(1))),
+        )
+    }
+
+    fn put_snapshots(&mut self, saved: &[SavedDoc]) -> Result<(), LogStoreError> {
+        if saved.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = saved.iter().map(|d| d.doc_id.as_str()).collect();
+        let versions: Vec<i64> = saved
+            .iter()
+            .map(|d| i64::try_from(d.version).unwrap_or(i64::MAX))
+            .collect();
+        let bytes: Vec<&[u8]> = saved.iter().map(|d| d.bytes.as_slice()).collect();
+        self.with(|inner| {
+            let statement = prepared(
+                &mut inner.statements,
+                &mut inner.client,
+                "INSERT INTO doc_snapshot (doc_id, version, bytes)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[])
+                 ON CONFLICT (doc_id) DO UPDATE SET version = excluded.version, bytes = excluded.bytes
+                 WHERE excluded.version > doc_snapshot.version",
+            )?;
+            inner
+                .client
+                .execute(&statement, &[&ids, &versions, &bytes])?;
+            Ok(())
+        })
     }
 
     fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError> {

@@ -93,6 +93,54 @@ fn a_fresh_device_gets_whole_documents_then_resumes_from_the_log() {
 }
 
 #[test]
+fn the_relay_keeps_snapshots_fresh_and_never_serves_a_stale_one() {
+    let issuer = CredentialIssuer::generate();
+    // A cache smaller than the documents: most snapshots are saved as documents
+    // leave it, the rest at the tick.
+    let mut relay = Relay::new(
+        MemoryLogStore::new("relay-1"),
+        issuer.verifier(),
+        RelayConfig {
+            snapshot_docs: 16,
+            cached_docs: 8,
+            ..RelayConfig::default()
+        },
+    );
+    let mut tablet = seeded(&issuer, &mut relay, 40);
+    let ids: Vec<String> = tablet
+        .replica
+        .doc_ids()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    relay.tick(NOW);
+    assert_eq!(relay.store().fresh_snapshots(&ids).unwrap().len(), 40);
+
+    // Three orders move on: their snapshots are stale until saved again.
+    for id in tablet.replica.doc_ids().unwrap().iter().take(3) {
+        tablet
+            .replica
+            .record_event(id, "picking", &EventDetails::default())
+            .unwrap();
+    }
+    session_counting(&mut relay, &mut tablet, 2, NOW);
+    let fresh = relay.store().fresh_snapshots(&ids).unwrap().len();
+    assert!(
+        fresh < 40,
+        "a committed change makes a snapshot stale ({fresh} fresh)"
+    );
+
+    // A new device gets every document as it is now.
+    let mut console = Device::with_role(&issuer, "disp-2", Role::Dispatcher, "");
+    let got = session_counting(&mut relay, &mut console, 3, NOW);
+    assert_eq!(got.snapshots, 40);
+    assert_eq!(got.entries, 0);
+    assert_eq!(heads(&console), heads(&tablet));
+    assert_eq!(relay.store().fresh_snapshots(&ids).unwrap().len(), 40);
+}
+
+#[test]
 fn a_device_speaking_1_0_still_reads_the_whole_log() {
     let issuer = CredentialIssuer::generate();
     let mut relay = relay(&issuer, 16);

@@ -169,25 +169,17 @@ impl<'w> Session<'w> {
         })
     }
 
-    /// Take in a whole document received from the relay as saved Automerge bytes.
-    /// A document new to this device keeps those bytes as its stored snapshot; one
-    /// it already holds merges them. Returns how many changes were new to it. The
-    /// document must read as an order or delivery: bytes that do not load, or a
-    /// document that does not read, are refused with nothing staged.
-    pub(crate) fn load_snapshot(
+    /// Take in a whole document received from the relay, already loaded and read
+    /// ([`load_snapshot`]). A document new to this device keeps the saved bytes as
+    /// its stored snapshot; one it already holds merges it. Returns how many
+    /// changes were new to it.
+    pub(crate) fn take_snapshot(
         &mut self,
         id: &DocId,
+        loaded: Automerge,
+        typed: Document,
         bytes: &[u8],
     ) -> Result<usize, ReplicaError> {
-        let corrupt = |reason: String| ReplicaError::CorruptChange {
-            doc_id: id.to_string(),
-            index: 0,
-            reason: format!("snapshot: {reason}"),
-        };
-        let loaded = std::panic::catch_unwind(|| Automerge::load(bytes))
-            .map_err(|_| corrupt("automerge could not load it".into()))?
-            .map_err(|e| corrupt(e.to_string()))?;
-        let typed = document::read(id, readable(id, &loaded)?)?;
         let staged = self.stage(id, ChangeOrigin::Remote, true)?;
         staged.origin = ChangeOrigin::Remote;
         let fresh = staged.doc.get_heads().is_empty()
@@ -205,8 +197,8 @@ impl<'w> Session<'w> {
         let mut loaded = loaded;
         let doc = &mut staged.doc;
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.merge(&mut loaded)))
-            .map_err(|_| corrupt("automerge could not merge it".into()))?
-            .map_err(|e| corrupt(e.to_string()))?;
+            .map_err(|_| snapshot_error(id, "automerge could not merge it".into()))?
+            .map_err(|e| snapshot_error(id, e.to_string()))?;
         let new = if staged.doc.get_heads() == before {
             Vec::new()
         } else {
@@ -343,6 +335,28 @@ impl<'w> Session<'w> {
             }
         }
         Ok(changed)
+    }
+}
+
+/// Load a whole document received from the relay as saved Automerge bytes and read
+/// it: bytes that do not load, or a document that does not read as its kind, are
+/// refused. Pure (no store), so a page of them can be loaded in parallel.
+pub(crate) fn load_snapshot(
+    id: &DocId,
+    bytes: &[u8],
+) -> Result<(Automerge, Document), ReplicaError> {
+    let loaded = std::panic::catch_unwind(|| Automerge::load(bytes))
+        .map_err(|_| snapshot_error(id, "automerge could not load it".into()))?
+        .map_err(|e| snapshot_error(id, e.to_string()))?;
+    let typed = document::read(id, readable(id, &loaded)?)?;
+    Ok((loaded, typed))
+}
+
+fn snapshot_error(id: &DocId, reason: String) -> ReplicaError {
+    ReplicaError::CorruptChange {
+        doc_id: id.to_string(),
+        index: 0,
+        reason: format!("snapshot: {reason}"),
     }
 }
 

@@ -143,19 +143,20 @@ impl Replica {
     ) -> Result<LogApplied, ReplicaError> {
         let mut outcome = LogApplied::default();
         let mut arrived = Vec::with_capacity(docs.len());
+        // Loading and reading are the costly part and need no store: done first,
+        // on several threads for a large page.
+        let loaded = load_all(docs);
         self.write(|s| {
-            for snapshot in docs {
-                let id = match DocId::parse(&snapshot.doc_id) {
-                    Ok(id) => id,
-                    Err(e) => {
-                        outcome
-                            .skipped
-                            .push((snapshot.doc_id.clone(), e.to_string()));
-                        continue;
+            for (snapshot, loaded) in docs.iter().zip(loaded) {
+                let taken = loaded.and_then(|(id, doc, typed)| {
+                    let new = s.take_snapshot(&id, doc, typed, &snapshot.bytes);
+                    if new.is_err() {
+                        s.discard(&id);
                     }
-                };
-                match s.load_snapshot(&id, &snapshot.bytes) {
-                    Ok(new) => {
+                    new.map(|new| (id, new))
+                });
+                match taken {
+                    Ok((id, new)) => {
                         outcome.new_changes += new;
                         outcome.documents += usize::from(new > 0);
                         arrived.push(id);
@@ -163,11 +164,11 @@ impl Replica {
                     Err(
                         e @ (ReplicaError::CorruptChange { .. }
                         | ReplicaError::Model(_)
-                        | ReplicaError::Incomplete { .. }),
-                    ) => {
-                        s.discard(&id);
-                        outcome.skipped.push((id.to_string(), e.to_string()));
-                    }
+                        | ReplicaError::Incomplete { .. }
+                        | ReplicaError::InvalidDocId(_)),
+                    ) => outcome
+                        .skipped
+                        .push((snapshot.doc_id.clone(), e.to_string())),
                     Err(e) => return Err(e),
                 }
             }
@@ -295,4 +296,42 @@ impl Replica {
 
 fn encode_cursor(cursor: &Cursor) -> String {
     format!("{} {}", cursor.relay_id, cursor.seq)
+}
+
+/// A loaded and read snapshot, or why it cannot be taken.
+type Loaded = Result<(DocId, automerge::Automerge, crate::model::Document), ReplicaError>;
+
+/// Pages smaller than this are loaded on the calling thread.
+const PARALLEL_FROM: usize = 64;
+
+/// Load and read every snapshot of a page, in order; a large page is split over
+/// the available cores (at most 4).
+fn load_all(docs: &[DocSnapshot]) -> Vec<Loaded> {
+    let load = |snapshot: &DocSnapshot| -> Loaded {
+        let id = DocId::parse(&snapshot.doc_id)?;
+        let (doc, typed) = super::session::load_snapshot(&id, &snapshot.bytes)?;
+        Ok((id, doc, typed))
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(4);
+    if threads < 2 || docs.len() < PARALLEL_FROM {
+        return docs.iter().map(load).collect();
+    }
+    let chunk = docs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = docs
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(load).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(loaded) => loaded,
+                // `load` catches Automerge's panics; anything else is a bug worth
+                // surfacing where it happened.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }

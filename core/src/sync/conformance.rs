@@ -7,7 +7,7 @@
 //! interpret either.
 
 use super::{
-    AudienceUpdate, IngestBatch, LogStore, LogStoreError, QuarantinedChange, StoredChange,
+    AudienceUpdate, IngestBatch, LogStore, LogStoreError, QuarantinedChange, SavedDoc, StoredChange,
 };
 use crate::protocol::LogEntry;
 
@@ -47,6 +47,7 @@ pub(super) fn run<S: LogStore>(fresh: &mut impl FnMut() -> S) {
         ("mixed batch", a_mixed_batch_is_visible_after_commit),
         ("audiences and views", audiences_and_views),
         ("doc_log", doc_log_lists_a_documents_entries),
+        ("snapshots", snapshots_are_served_only_while_fresh),
         ("document versions", commits_advance_document_versions),
         (
             "stale expectation",
@@ -803,6 +804,45 @@ fn doc_log_lists_a_documents_entries<S: LogStore>(store: &mut S) {
         "docs_log lists several documents' logged entries, in log order"
     );
     assert!(ok(store.docs_log(&[]), "docs_log").is_empty());
+}
+
+fn snapshots_are_served_only_while_fresh<S: LogStore>(store: &mut S) {
+    let saved = |version: u64, bytes: &[u8]| SavedDoc {
+        doc_id: "ord_a".into(),
+        version,
+        bytes: bytes.to_vec(),
+    };
+    let ids = ["ord_a".to_owned(), "ord_z".to_owned()];
+    assert!(ok(store.fresh_snapshots(&ids), "fresh_snapshots").is_empty());
+    commit(store, &log_batch(&[change("ord_a", 1, 10)]));
+    let version = ok(store.doc_version("ord_a"), "doc_version");
+    ok(
+        store.put_snapshots(&[saved(version, b"one")]),
+        "put_snapshots",
+    );
+    assert_eq!(
+        ok(store.fresh_snapshots(&ids), "fresh_snapshots"),
+        vec![("ord_a".to_owned(), b"one".to_vec())]
+    );
+    commit(store, &log_batch(&[change("ord_a", 2, 10)]));
+    assert!(
+        ok(store.fresh_snapshots(&ids), "fresh_snapshots").is_empty(),
+        "a snapshot older than the document is never served"
+    );
+    ok(
+        store.put_snapshots(&[saved(version + 1, b"two")]),
+        "put_snapshots",
+    );
+    ok(
+        store.put_snapshots(&[saved(version, b"old")]),
+        "put_snapshots",
+    );
+    assert_eq!(
+        ok(store.fresh_snapshots(&ids), "fresh_snapshots"),
+        vec![("ord_a".to_owned(), b"two".to_vec())],
+        "an older snapshot never replaces a newer one"
+    );
+    assert!(ok(store.fresh_snapshots(&[]), "fresh_snapshots").is_empty());
 }
 
 fn commits_advance_document_versions<S: LogStore>(store: &mut S) {

@@ -67,6 +67,18 @@ pub struct IngestBatch {
     pub expect: BTreeMap<String, u64>,
 }
 
+/// A document's state saved as one Automerge document (`Automerge::save`), at the
+/// document version ([`LogStore::doc_version`]) it was saved at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedDoc {
+    /// The document.
+    pub doc_id: String,
+    /// Its version when saved: the snapshot is fresh while this is current.
+    pub version: u64,
+    /// The saved bytes.
+    pub bytes: Vec<u8>,
+}
+
 /// A document's audience after a batch: the principals it is shared with
 /// (see [`super::audience`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -256,6 +268,22 @@ pub trait LogStore: Send {
         Ok(entries)
     }
 
+    /// The fresh snapshots among `doc_ids`: those saved at the document's current
+    /// version (so holding every change logged so far), as `(doc_id, bytes)`.
+    /// Documents without one are left out. A store that keeps none returns none.
+    fn fresh_snapshots(&self, doc_ids: &[String]) -> Result<Vec<(String, Vec<u8>)>, LogStoreError> {
+        let _ = doc_ids;
+        Ok(Vec::new())
+    }
+
+    /// Keep snapshots, each replacing an older one of its document (a snapshot
+    /// never replaces one saved at a later version). Not part of any commit: a
+    /// snapshot only saves work, the log stays the truth.
+    fn put_snapshots(&mut self, saved: &[SavedDoc]) -> Result<(), LogStoreError> {
+        let _ = saved;
+        Ok(())
+    }
+
     /// Whether a device's credential was revoked.
     fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError>;
 
@@ -278,6 +306,7 @@ pub struct MemoryLogStore {
     audiences: std::collections::HashMap<String, BTreeSet<String>>,
     view_changes: Vec<ViewChange>,
     versions: std::collections::HashMap<String, u64>,
+    snapshots: std::collections::HashMap<String, (u64, Vec<u8>)>,
 }
 
 impl MemoryLogStore {
@@ -457,6 +486,31 @@ impl LogStore for MemoryLogStore {
             .collect())
     }
 
+    fn fresh_snapshots(&self, doc_ids: &[String]) -> Result<Vec<(String, Vec<u8>)>, LogStoreError> {
+        Ok(doc_ids
+            .iter()
+            .filter_map(|id| {
+                let (version, bytes) = self.snapshots.get(id)?;
+                (*version == self.versions.get(id).copied().unwrap_or(0))
+                    .then(|| (id.clone(), bytes.clone()))
+            })
+            .collect())
+    }
+
+    fn put_snapshots(&mut self, saved: &[SavedDoc]) -> Result<(), LogStoreError> {
+        for doc in saved {
+            let newer = self
+                .snapshots
+                .get(&doc.doc_id)
+                .is_none_or(|(version, _)| *version < doc.version);
+            if newer {
+                self.snapshots
+                    .insert(doc.doc_id.clone(), (doc.version, doc.bytes.clone()));
+            }
+        }
+        Ok(())
+    }
+
     fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError> {
         Ok(self.revoked.contains(device_id))
     }
@@ -538,6 +592,12 @@ impl LogStore for SharedLogStore {
     }
     fn doc_log(&self, doc_id: &str) -> Result<Vec<LogEntry>, LogStoreError> {
         self.lock().doc_log(doc_id)
+    }
+    fn fresh_snapshots(&self, doc_ids: &[String]) -> Result<Vec<(String, Vec<u8>)>, LogStoreError> {
+        self.lock().fresh_snapshots(doc_ids)
+    }
+    fn put_snapshots(&mut self, saved: &[SavedDoc]) -> Result<(), LogStoreError> {
+        self.lock().put_snapshots(saved)
     }
     fn is_revoked(&self, device_id: &str) -> Result<bool, LogStoreError> {
         self.lock().is_revoked(device_id)

@@ -1,7 +1,7 @@
 //! The relay's working copies of documents: rebuilt from the log on demand, kept in
 //! an LRU cache, and the place where untrusted changes are applied and checked.
 
-use super::log_store::{LogStore, LogStoreError};
+use super::log_store::{LogStore, LogStoreError, SavedDoc};
 use crate::ids::DocId;
 use crate::model::{Document, document};
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
@@ -57,9 +57,18 @@ pub(crate) enum Refused {
 /// ([`LogStore::doc_version`]), and the versions read by the batch being built: the
 /// commit expects them still current, so relay nodes sharing one store never commit
 /// a batch checked against a copy another node has moved on from.
+///
+/// It also keeps the store's snapshots ([`LogStore::put_snapshots`]) in step without
+/// rebuilding anything: a committed document is marked unsaved, and is saved from its
+/// cached copy when the cache lets it go or when [`RelayDocs::take_snapshots`] is
+/// called (the relay's tick, and before it serves snapshots).
 pub(crate) struct RelayDocs {
     cache: LruCache<String, Cached>,
     reads: BTreeMap<String, u64>,
+    /// Documents committed since their snapshot was last saved.
+    unsaved: BTreeSet<String>,
+    /// Snapshots of unsaved documents the cache let go, to write.
+    evicted: Vec<SavedDoc>,
 }
 
 impl RelayDocs {
@@ -67,7 +76,33 @@ impl RelayDocs {
         Self {
             cache: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
             reads: BTreeMap::new(),
+            unsaved: BTreeSet::new(),
+            evicted: Vec::new(),
         }
+    }
+
+    /// Snapshots to write: those of unsaved documents the cache let go, and (with
+    /// `cached`) one of every unsaved document still cached, each saved at the
+    /// version its cached copy is at. Documents not in the cache any more, or
+    /// incomplete, get none; their snapshots are rebuilt from the log when needed.
+    pub(crate) fn take_snapshots(&mut self, cached: bool) -> Vec<SavedDoc> {
+        let mut out = std::mem::take(&mut self.evicted);
+        if !cached {
+            return out;
+        }
+        for doc_id in std::mem::take(&mut self.unsaved) {
+            if let Some(cached) = self.cache.peek(&doc_id)
+                && let Some(saved) = saved_copy(&doc_id, cached)
+            {
+                out.push(saved);
+            }
+        }
+        out
+    }
+
+    /// How many snapshots of documents the cache let go wait to be written.
+    pub(crate) fn evicted_snapshots(&self) -> usize {
+        self.evicted.len()
     }
 
     /// Take a document out of the cache, or rebuild it from the store; its version
@@ -207,8 +242,8 @@ impl RelayDocs {
         match self.reads.get(&doc_id) {
             Some(version) => {
                 let version = *version;
-                self.cache.put(
-                    doc_id,
+                let pushed = self.cache.push(
+                    doc_id.clone(),
                     Cached {
                         doc,
                         version,
@@ -216,6 +251,13 @@ impl RelayDocs {
                         audience,
                     },
                 );
+                if let Some((gone, cached)) = pushed
+                    && gone != doc_id
+                    && self.unsaved.remove(&gone)
+                    && let Some(saved) = saved_copy(&gone, &cached)
+                {
+                    self.evicted.push(saved);
+                }
             }
             // Not read through `take`: its version is unknown, so it is not kept.
             None => {
@@ -238,6 +280,7 @@ impl RelayDocs {
     /// staged ones are put back by the caller after this).
     pub(crate) fn committed(&mut self, touched: &BTreeSet<String>) {
         for doc_id in touched {
+            self.unsaved.insert(doc_id.clone());
             if let Some(version) = self.reads.get_mut(doc_id) {
                 *version += 1;
             }
@@ -265,6 +308,18 @@ impl RelayDocs {
             self.cache.pop(&doc_id);
         }
     }
+}
+
+/// A cached copy saved at its version (None while it holds no change yet, or holds
+/// changes waiting for others: those are not in the log, so not in a snapshot).
+fn saved_copy(doc_id: &str, cached: &Cached) -> Option<SavedDoc> {
+    let complete =
+        !cached.doc.get_heads().is_empty() && cached.doc.get_missing_deps(&[]).is_empty();
+    complete.then(|| SavedDoc {
+        doc_id: doc_id.to_owned(),
+        version: cached.version,
+        bytes: cached.doc.save(),
+    })
 }
 
 /// Apply untrusted changes to a working copy and check the result still reads as a

@@ -30,6 +30,9 @@ use visibility::ViewDelta;
 /// How many commit notices wait for [`Relay::poll_committed`] at most.
 pub const MAX_NOTICES: usize = 4096;
 
+/// Snapshots of documents the cache let go, held before they are written.
+const EVICTED_SNAPSHOTS_HELD: usize = 256;
+
 /// A connection, as numbered by the driver.
 pub type ConnId = u64;
 
@@ -262,6 +265,8 @@ impl<S: LogStore> Relay<S> {
                 Some((*conn, p.identity.device_id.clone(), p.expires_ms))
             })
             .collect();
+        // Snapshots of what changed since the last tick, for devices yet to come.
+        self.flush_snapshots(true);
         let mut ended = self.revive_stalled_full_syncs(now_ms);
         // Other nodes sharing the store announce their commits; should an
         // announcement be lost, live devices still get them within a tick.
@@ -363,6 +368,7 @@ impl<S: LogStore> Relay<S> {
         if !uploads.is_empty() {
             self.ingest_uploads(uploads, now_ms, &mut woken);
         }
+        self.bound_evicted_snapshots();
         woken.sort_unstable();
         woken.dedup();
         woken
@@ -416,8 +422,16 @@ impl<S: LogStore> Relay<S> {
         if let Err(failure) = result {
             self.fail(conn, failure.code, failure.message);
         }
+        self.bound_evicted_snapshots();
         woken.dedup();
         woken
+    }
+
+    /// Write the snapshots the document cache let go once enough have gathered.
+    fn bound_evicted_snapshots(&mut self) {
+        if self.docs.evicted_snapshots() >= EVICTED_SNAPSHOTS_HELD {
+            self.flush_snapshots(false);
+        }
     }
 
     fn on_hello(&mut self, conn: ConnId, message: Message, now_ms: i64) -> Result<(), Failure> {

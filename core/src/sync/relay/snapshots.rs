@@ -11,7 +11,7 @@
 use super::{ConnId, Relay};
 use crate::protocol::{DocSnapshot, LogEntry, Message, Snapshots};
 use crate::sync::audience::DISPATCH;
-use crate::sync::log_store::{LogStore, LogStoreError};
+use crate::sync::log_store::{LogStore, LogStoreError, SavedDoc};
 use automerge::{Automerge, Change};
 use std::collections::{HashMap, VecDeque};
 
@@ -37,7 +37,8 @@ impl<S: LogStore> Relay<S> {
     }
 
     /// Queue the next page of snapshots; after the last, the device reads the log
-    /// from the position they cover.
+    /// from the position they cover. Fresh snapshots come from the store as they
+    /// are; the others are rebuilt from the log and kept for the next device.
     pub(super) fn queue_snapshot_page(&mut self, conn: ConnId) -> Result<(), LogStoreError> {
         let max_docs = self.config.snapshot_docs.max(1);
         let max_bytes = self.config.page_bytes;
@@ -47,25 +48,40 @@ impl<S: LogStore> Relay<S> {
         let through = queue.through;
         let take = queue.remaining.len().min(max_docs);
         let ids: Vec<String> = queue.remaining.drain(..take).collect();
+        // Cached documents changed since their last snapshot are saved first, so
+        // the store's snapshots of them are fresh.
+        self.flush_snapshots(true);
+        let mut found: HashMap<String, Vec<u8>> =
+            self.store.fresh_snapshots(&ids)?.into_iter().collect();
+        let stale: Vec<String> = ids
+            .iter()
+            .filter(|id| !found.contains_key(*id))
+            .cloned()
+            .collect();
+        if !stale.is_empty() {
+            let rebuilt = self.rebuild_snapshots(&stale)?;
+            if let Err(e) = self.store.put_snapshots(&rebuilt) {
+                tracing::warn!(error = %e, "cannot keep rebuilt snapshots");
+            }
+            found.extend(rebuilt.into_iter().map(|s| (s.doc_id, s.bytes)));
+        }
         let mut docs = Vec::with_capacity(ids.len());
         let mut bytes = 0usize;
         let mut unsent = Vec::new();
-        for (doc_id, entries) in group_by_doc(self.store.docs_log(&ids)?, &ids) {
+        for doc_id in ids {
             if bytes >= max_bytes {
                 unsent.push(doc_id);
                 continue;
             }
-            if entries.is_empty() {
-                // Listed but never logged (only waiting changes): nothing to send;
-                // its changes reach the device through the log once complete.
-                continue;
+            // A document without one was listed but has only waiting changes: they
+            // reach the device through the log once complete.
+            if let Some(saved) = found.remove(&doc_id) {
+                bytes += saved.len();
+                docs.push(DocSnapshot {
+                    doc_id,
+                    bytes: saved,
+                });
             }
-            let saved = saved_from_log(&doc_id, entries)?;
-            bytes += saved.len();
-            docs.push(DocSnapshot {
-                doc_id,
-                bytes: saved,
-            });
         }
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(());
@@ -94,6 +110,43 @@ impl<S: LogStore> Relay<S> {
             done,
         }));
         Ok(())
+    }
+
+    /// Write the snapshots of documents committed since they were last saved: those
+    /// the cache let go and (with `cached`) those still cached; nothing is rebuilt.
+    /// A failure only costs work later: the log stays the truth.
+    pub(super) fn flush_snapshots(&mut self, cached: bool) {
+        let saved = self.docs.take_snapshots(cached);
+        if saved.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.put_snapshots(&saved) {
+            tracing::warn!(error = %e, documents = saved.len(), "cannot keep snapshots");
+        }
+    }
+
+    /// Snapshots rebuilt from the log, each at the version read before its changes
+    /// (so one that holds more than its version says is never served as fresh).
+    fn rebuild_snapshots(&self, doc_ids: &[String]) -> Result<Vec<SavedDoc>, LogStoreError> {
+        let mut versions = Vec::with_capacity(doc_ids.len());
+        for doc_id in doc_ids {
+            versions.push(self.store.doc_version(doc_id)?);
+        }
+        let mut out = Vec::with_capacity(doc_ids.len());
+        for ((doc_id, entries), version) in group_by_doc(self.store.docs_log(doc_ids)?, doc_ids)
+            .into_iter()
+            .zip(versions)
+        {
+            if entries.is_empty() {
+                continue;
+            }
+            out.push(SavedDoc {
+                bytes: saved_from_log(&doc_id, entries)?,
+                doc_id,
+                version,
+            });
+        }
+        Ok(out)
     }
 }
 
