@@ -285,16 +285,18 @@ impl<S: LogStore> Relay<S> {
                 },
             };
         let checked = if shared {
-            relay_docs::apply_checked(&mut staged.doc, &id, fresh).and_then(|applied| {
-                match &applied.after {
-                    Some(after) => self
-                        .check_effect(author.identity, before.as_ref(), after, &out.docs)
-                        .map(|()| applied)
-                        .map_err(Refused::Forbidden),
-                    // Still waiting for changes: judged once they arrive.
-                    None => Ok(applied),
-                }
-            })
+            relay_docs::apply_checked(&mut staged.doc, &id, before.as_ref(), fresh).and_then(
+                |applied| {
+                    match &applied.after {
+                        Some(after) => self
+                            .check_effect(author.identity, before.as_ref(), after, &out.docs)
+                            .map(|()| applied)
+                            .map_err(Refused::Forbidden),
+                        // Still waiting for changes: judged once they arrive.
+                        None => Ok(applied),
+                    }
+                },
+            )
         } else {
             Err(Refused::Forbidden(format!(
                 "{doc_id} is not shared with this device"
