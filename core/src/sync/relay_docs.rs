@@ -286,9 +286,10 @@ pub(crate) fn apply_checked(
     // from its history (`get_changes` re-encodes every change it returns).
     let complete_before = doc.get_missing_deps(&[]).is_empty();
     let absent: Vec<Change> = if complete_before {
+        let mut seen = std::collections::HashSet::new();
         changes
             .iter()
-            .filter(|c| !has_change(doc, &c.hash()))
+            .filter(|c| seen.insert(c.hash()) && !has_change(doc, &c.hash()))
             .cloned()
             .collect()
     } else {

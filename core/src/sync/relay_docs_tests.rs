@@ -222,6 +222,14 @@ fn a_change_waiting_for_its_dependency_is_completed_later() {
 }
 
 #[test]
+fn a_change_sent_twice_in_one_upload_is_applied_once() {
+    let (id, mut device, mut relay) = order();
+    let note = edit(&mut device, &Edit::Note("one".into()));
+    let applied = apply_both(&mut relay, &id, vec![note.clone(), note.clone()]);
+    assert_eq!(hashes(&applied.applied), vec![note.hash()]);
+}
+
+#[test]
 fn a_change_already_held_is_not_applied_again() {
     let (id, mut device, mut relay) = order();
     let note = edit(&mut device, &Edit::Note("one".into()));
