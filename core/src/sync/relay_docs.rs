@@ -4,7 +4,8 @@
 use super::log_store::{LogStore, LogStoreError, SavedDoc};
 use crate::ids::DocId;
 use crate::model::{Document, document};
-use automerge::{Automerge, Change, ChangeHash, ReadDoc};
+use automerge::legacy::{ObjectId, OpId};
+use automerge::{Automerge, Change, ChangeHash, ObjId, ReadDoc};
 use lru::LruCache;
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
@@ -43,6 +44,7 @@ struct Cached {
 }
 
 /// Why a batch of changes to a document was refused.
+#[derive(Debug)]
 pub(crate) enum Refused {
     /// Automerge could not apply a change.
     Corrupt(String),
@@ -323,26 +325,127 @@ fn saved_copy(doc_id: &str, cached: &Cached) -> Option<SavedDoc> {
 }
 
 /// Apply untrusted changes to a working copy and check the result still reads as a
-/// Waybill document. On `Err`, `doc` may be half-updated and must be dropped.
+/// Waybill document. `before` is the copy's typed value before the changes (None:
+/// unknown, unreadable or not created). On `Err`, `doc` may be half-updated and must
+/// be dropped.
 pub(crate) fn apply_checked(
     doc: &mut Automerge,
     doc_id: &DocId,
+    before: Option<&Document>,
     changes: Vec<Change>,
 ) -> Result<Applied, Refused> {
     let heads_before = doc.get_heads();
     let hashes: Vec<ChangeHash> = changes.iter().map(Change::hash).collect();
+    // With nothing queued in the copy, the changes this applies are exactly the given
+    // ones absent before and present after: no need for Automerge to rebuild them
+    // from its history (`get_changes` re-encodes every change it returns).
+    let complete_before = doc.get_missing_deps(&[]).is_empty();
+    let absent: Vec<Change> = if complete_before {
+        let mut seen = std::collections::HashSet::new();
+        changes
+            .iter()
+            .filter(|c| seen.insert(c.hash()) && !has_change(doc, &c.hash()))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
     crate::changes::apply(doc, changes).map_err(|e| Refused::Corrupt(e.to_string()))?;
-    let applied = new_since(doc, &heads_before);
-    let after = readable(doc, doc_id)?;
-    let waiting = hashes
-        .into_iter()
-        .filter(|h| doc.get_change_by_hash(h).is_none())
-        .collect();
+    let waiting: Vec<ChangeHash> = hashes.into_iter().filter(|h| !has_change(doc, h)).collect();
+    if !complete_before {
+        let applied = new_since(doc, &heads_before);
+        let after = readable(doc, doc_id)?;
+        return Ok(Applied {
+            applied,
+            waiting,
+            after,
+        });
+    }
+    let applied = causal_order(
+        absent
+            .into_iter()
+            .filter(|c| !waiting.contains(&c.hash()))
+            .collect(),
+    );
+    let after = match before {
+        Some(before) if waiting.is_empty() && !applied.is_empty() => {
+            match notes_only(doc, before, &applied) {
+                Some(after) => Some(after),
+                None => readable(doc, doc_id)?,
+            }
+        }
+        _ => readable(doc, doc_id)?,
+    };
     Ok(Applied {
         applied,
         waiting,
         after,
     })
+}
+
+/// Whether the document holds a change (applied, not merely queued). Reads the
+/// change graph only.
+fn has_change(doc: &Automerge, hash: &ChangeHash) -> bool {
+    doc.get_change_meta_by_hash(hash).is_some()
+}
+
+/// Changes sorted so that each comes after those of its dependencies among them
+/// (they arrive in causal order from an honest device; any order is accepted).
+fn causal_order(mut pending: Vec<Change>) -> Vec<Change> {
+    let mut ordered = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let ready = pending.iter().position(|c| {
+            !c.deps()
+                .iter()
+                .any(|d| pending.iter().any(|p| p.hash() == *d))
+        });
+        match ready {
+            Some(i) => ordered.push(pending.remove(i)),
+            // Impossible (hashes cannot form a cycle); keep them rather than lose any.
+            None => ordered.append(&mut pending),
+        }
+    }
+    ordered
+}
+
+/// The typed value after `applied` when every operation in them edits the text at
+/// the root's `notes` (what adding a note does): `before` with its notes read again,
+/// instead of hydrating the whole document. Nothing else the schema reads can have
+/// changed, so this equals a full read. None when any operation touches anything
+/// else (the caller then reads the whole document).
+pub(crate) fn notes_only(
+    doc: &Automerge,
+    before: &Document,
+    applied: &[Change],
+) -> Option<Document> {
+    let notes = match doc.get(automerge::ROOT, "notes") {
+        Ok(Some((
+            automerge::Value::Object(automerge::ObjType::Text),
+            ObjId::Id(ctr, actor, _),
+        ))) => (ctr, actor),
+        _ => return None,
+    };
+    let edits_notes_only = |change: &Change| {
+        // `decode` expands stored operations Automerge has just applied; a panic
+        // there is treated as "not only notes", never as a crash.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            change.decode().operations.iter().all(|op| match &op.obj {
+                ObjectId::Id(OpId(ctr, actor)) => *ctr == notes.0 && *actor == notes.1,
+                ObjectId::Root => false,
+            })
+        }))
+        .unwrap_or(false)
+    };
+    if !applied.iter().all(edits_notes_only) {
+        return None;
+    }
+    let text: autosurgeon::Text = autosurgeon::hydrate_prop(doc, automerge::ROOT, "notes").ok()?;
+    let mut after = before.clone();
+    match &mut after {
+        Document::Order(order) => order.notes = text,
+        Document::Delivery(delivery) => delivery.notes = text,
+    }
+    Some(after)
 }
 
 /// Changes of `doc` that are not ancestors of `heads_before`, in causal order.
@@ -373,3 +476,7 @@ pub(crate) fn readable(doc: &Automerge, doc_id: &DocId) -> Result<Option<Documen
         .map(Some)
         .map_err(|e| Refused::Invalid(e.to_string()))
 }
+
+#[cfg(test)]
+#[path = "relay_docs_tests.rs"]
+mod tests;

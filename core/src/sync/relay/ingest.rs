@@ -26,7 +26,35 @@ struct PendingUpload {
     batch: u64,
     identity: DeviceIdentity,
     principal: String,
-    groups: Vec<(String, Vec<Vec<u8>>)>,
+    groups: Vec<DocGroup>,
+}
+
+/// One document's changes in an upload, as sent and decoded (decoded once, however
+/// often the upload is checked).
+pub(super) struct DocGroup {
+    pub(super) doc_id: String,
+    pub(super) bytes: Vec<Vec<u8>>,
+    pub(super) decoded: Vec<Result<Change, crate::changes::ChangeError>>,
+}
+
+impl DocGroup {
+    fn new(doc_id: String, bytes: Vec<Vec<u8>>) -> Self {
+        let decoded = bytes.iter().map(|b| crate::changes::decode(b)).collect();
+        Self {
+            doc_id,
+            bytes,
+            decoded,
+        }
+    }
+}
+
+/// What the store held before the group: which of its changes are logged, and
+/// which of their dependencies were refused. Asked once per group (the store does
+/// not change while a group is checked).
+#[derive(Default)]
+pub(super) struct Known {
+    stored: HashSet<Vec<u8>>,
+    quarantined: HashSet<Vec<u8>>,
 }
 
 /// What each upload of a group is told.
@@ -133,6 +161,7 @@ impl<S: LogStore> Relay<S> {
         now_ms: i64,
     ) -> Result<Result<(Vec<Verdict>, Committed, ViewDelta), Vec<String>>, Failure> {
         self.docs.begin_batch();
+        let known = self.known(pending.iter().flat_map(|u| &u.groups))?;
         let mut outcome = Ingest::default();
         let mut verdicts = Vec::with_capacity(pending.len());
         for upload in pending {
@@ -144,8 +173,8 @@ impl<S: LogStore> Relay<S> {
                 conn: upload.conn,
             };
             outcome.earlier = (!outcome.docs.is_empty()).then(|| earlier_staged(&outcome.docs));
-            for (doc_id, group) in &upload.groups {
-                self.stage_group(doc_id, group, &author, &mut outcome)?;
+            for group in &upload.groups {
+                self.stage_group(group, &known, &author, &mut outcome)?;
             }
             verdicts.push(Verdict {
                 accepted: std::mem::take(&mut outcome.accepted),
@@ -175,11 +204,13 @@ impl<S: LogStore> Relay<S> {
     /// already staged by an earlier upload of the group is checked on top of it.
     pub(super) fn stage_group(
         &mut self,
-        doc_id: &str,
-        group: &[Vec<u8>],
+        doc_group: &DocGroup,
+        known: &Known,
         author: &Author<'_>,
         out: &mut Ingest,
     ) -> Result<(), Failure> {
+        let doc_id = doc_group.doc_id.as_str();
+        let group = &doc_group.bytes;
         let device = author.identity.device_id.as_str();
         let now_ms = author.now_ms;
         let Ok(id) = DocId::parse(doc_id) else {
@@ -196,15 +227,13 @@ impl<S: LogStore> Relay<S> {
             }
             return Ok(());
         };
-        // Decode everything first, so the store is asked once per group which
-        // changes it holds and which dependencies it refused.
         let mut decoded: Vec<(usize, Change, Vec<u8>)> = Vec::with_capacity(group.len());
-        for (index, bytes) in group.iter().enumerate() {
-            match crate::changes::decode(bytes) {
+        for (index, change) in doc_group.decoded.iter().enumerate() {
+            match change {
                 Err(e) => out.refuse(
                     doc_id,
                     Vec::new(),
-                    bytes.clone(),
+                    group[index].clone(),
                     device,
                     now_ms,
                     ErrorCode::CorruptChange,
@@ -212,20 +241,11 @@ impl<S: LogStore> Relay<S> {
                 ),
                 Ok(change) => {
                     let hash = change.hash().0.to_vec();
-                    decoded.push((index, change, hash));
+                    decoded.push((index, change.clone(), hash));
                 }
             }
         }
-        let hashes: Vec<Vec<u8>> = decoded.iter().map(|(_, _, h)| h.clone()).collect();
-        let stored = self.store.stored_among(&hashes)?;
-        let mut deps: Vec<Vec<u8>> = decoded
-            .iter()
-            .filter(|(_, _, h)| !stored.contains(h))
-            .flat_map(|(_, c, _)| c.deps().iter().map(|d| d.0.to_vec()))
-            .collect();
-        deps.sort_unstable();
-        deps.dedup();
-        let quarantined = self.store.quarantined_among(&deps)?;
+        let (stored, quarantined) = (&known.stored, &known.quarantined);
         let mut fresh = Vec::new();
         let mut fresh_at: Vec<usize> = Vec::new();
         let mut own: HashSet<Vec<u8>> = HashSet::new();
@@ -285,16 +305,18 @@ impl<S: LogStore> Relay<S> {
                 },
             };
         let checked = if shared {
-            relay_docs::apply_checked(&mut staged.doc, &id, fresh).and_then(|applied| {
-                match &applied.after {
-                    Some(after) => self
-                        .check_effect(author.identity, before.as_ref(), after, &out.docs)
-                        .map(|()| applied)
-                        .map_err(Refused::Forbidden),
-                    // Still waiting for changes: judged once they arrive.
-                    None => Ok(applied),
-                }
-            })
+            relay_docs::apply_checked(&mut staged.doc, &id, before.as_ref(), fresh).and_then(
+                |applied| {
+                    match &applied.after {
+                        Some(after) => self
+                            .check_effect(author.identity, before.as_ref(), after, &out.docs)
+                            .map(|()| applied)
+                            .map_err(Refused::Forbidden),
+                        // Still waiting for changes: judged once they arrive.
+                        None => Ok(applied),
+                    }
+                },
+            )
         } else {
             Err(Refused::Forbidden(format!(
                 "{doc_id} is not shared with this device"
@@ -359,6 +381,36 @@ impl<S: LogStore> Relay<S> {
             }
         }
         Ok(())
+    }
+
+    /// Ask the store once which of a group's changes it logged and which of their
+    /// dependencies it refused.
+    fn known<'g>(&self, groups: impl Iterator<Item = &'g DocGroup>) -> Result<Known, Failure> {
+        let mut hashes = Vec::new();
+        let mut changes = Vec::new();
+        for group in groups {
+            for change in group.decoded.iter().flatten() {
+                hashes.push(change.hash().0.to_vec());
+                changes.push(change);
+            }
+        }
+        if hashes.is_empty() {
+            return Ok(Known::default());
+        }
+        let stored = self.store.stored_among(&hashes)?;
+        let mut deps: Vec<Vec<u8>> = changes
+            .iter()
+            .zip(&hashes)
+            .filter(|(_, h)| !stored.contains(*h))
+            .flat_map(|(c, _)| c.deps().iter().map(|d| d.0.to_vec()))
+            .collect();
+        deps.sort_unstable();
+        deps.dedup();
+        let quarantined = self.store.quarantined_among(&deps)?;
+        Ok(Known {
+            stored,
+            quarantined,
+        })
     }
 
     /// Rebuild a working copy that earlier uploads of the group had staged changes
@@ -555,7 +607,7 @@ fn earlier_staged(docs: &[Staged]) -> EarlierStaged {
 
 /// Group changes by document, keeping the order of first appearance and, within a
 /// document, the order sent.
-fn group_by_doc(changes: Vec<UploadChange>) -> Vec<(String, Vec<Vec<u8>>)> {
+fn group_by_doc(changes: Vec<UploadChange>) -> Vec<DocGroup> {
     let mut groups: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for change in changes {
@@ -568,6 +620,9 @@ fn group_by_doc(changes: Vec<UploadChange>) -> Vec<(String, Vec<Vec<u8>>)> {
         }
     }
     groups
+        .into_iter()
+        .map(|(doc_id, bytes)| DocGroup::new(doc_id, bytes))
+        .collect()
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use crate::protocol::{
 };
 use full_sync::DocSyncs;
 use snapshots::SnapshotQueue;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use visibility::ViewDelta;
 
 /// How many commit notices wait for [`Relay::poll_committed`] at most.
@@ -531,6 +531,13 @@ impl<S: LogStore> Relay<S> {
                 (!p.catching_up).then(|| (*conn, p.principal.clone(), p.sent_through))
             })
             .collect();
+        let mut batch_docs: Vec<&str> = Vec::new();
+        let mut distinct: HashSet<&str> = HashSet::new();
+        for (e, _) in entries {
+            if distinct.insert(e.doc_id.as_str()) {
+                batch_docs.push(e.doc_id.as_str());
+            }
+        }
         let mut nudge = Vec::new();
         for (conn, principal, sent_through) in live {
             woken.push(conn);
@@ -543,18 +550,31 @@ impl<S: LogStore> Relay<S> {
             }
             let gained = view.gained.get(&principal).cloned().unwrap_or_default();
             let lost = view.lost.get(&principal).cloned().unwrap_or_default();
-            let batch: Vec<LogEntry> = entries
+            // Who sees what is decided per document: ask once per document of the
+            // batch (entries without their bytes), then copy only the entries the
+            // device is sent.
+            let stubs: Vec<LogEntry> = batch_docs
                 .iter()
-                .filter(|(e, from)| {
-                    let own = *from == Some(conn);
-                    // A gained document's whole history follows below.
-                    !own && !gained.contains(&e.doc_id)
+                .filter(|doc_id| !gained.iter().any(|g| g == *doc_id))
+                .map(|doc_id| LogEntry {
+                    seq: 0,
+                    doc_id: (*doc_id).to_owned(),
+                    bytes: Vec::new(),
                 })
-                .map(|(e, _)| e.clone())
                 .collect();
-            let read = self
-                .visible_entries(&principal, batch)
-                .and_then(|visible| Ok((visible, self.history_of(&gained)?)));
+            let read = self.visible_entries(&principal, stubs).and_then(|seen| {
+                let seen: HashSet<String> = seen.into_iter().map(|e| e.doc_id).collect();
+                let visible: Vec<LogEntry> = entries
+                    .iter()
+                    .filter(|(e, from)| {
+                        let own = *from == Some(conn);
+                        // A gained document's whole history follows below.
+                        !own && !gained.contains(&e.doc_id) && seen.contains(&e.doc_id)
+                    })
+                    .map(|(e, _)| e.clone())
+                    .collect();
+                Ok((visible, self.history_of(&gained)?))
+            });
             let mut out = match read {
                 Ok((mut visible, history)) => {
                     visible.extend(history);
