@@ -257,3 +257,59 @@ fn a_snapshot_that_does_not_load_is_skipped_and_reported() {
     assert!(!error.fatal);
     assert!(error.message.contains("2 change(s)"), "{}", error.message);
 }
+
+#[test]
+fn a_document_that_leaves_the_view_during_snapshots_is_not_sent() {
+    let issuer = CredentialIssuer::generate();
+    let mut relay = relay(&issuer, 1);
+    let mut tablet = Device::with_role(&issuer, "tablet-1", Role::Store, "S1");
+    let order_id = tablet.replica.create_order(&order("S1", 1)).unwrap();
+    tablet
+        .replica
+        .assign_courier(&order_id, "c1", &NewDelivery::default())
+        .unwrap();
+    tablet.connect(&mut relay, 1);
+    pump(&mut relay, &mut [&mut tablet], NOW);
+
+    // The courier's first session: the relay lists its two documents and sends the
+    // first page (one document).
+    let mut phone = Device::with_role(&issuer, "phone-1", Role::Courier, "c1");
+    phone.connect(&mut relay, 2);
+    let (conn, mut session) = phone.session.take().unwrap();
+    relay.handle(conn, session.poll_transmit().unwrap(), NOW);
+    for _ in 0..2 {
+        let m = relay.poll_transmit(conn).unwrap();
+        session.handle(&phone.replica, m).unwrap();
+    }
+    // The parcel goes to another courier, who is the only one to see what follows.
+    tablet
+        .replica
+        .assign_courier(&order_id, "c2", &NewDelivery::default())
+        .unwrap();
+    tablet.wrote();
+    pump(&mut relay, &mut [&mut tablet], NOW);
+
+    let mut sent_after = Vec::new();
+    loop {
+        let mut moved = false;
+        while let Some(m) = session.poll_transmit() {
+            relay.handle(conn, m, NOW);
+            moved = true;
+        }
+        while let Some(m) = relay.poll_transmit(conn) {
+            if let Message::Snapshots(s) = &m {
+                sent_after.extend(s.docs.iter().map(|d| d.doc_id.clone()));
+            }
+            session.handle(&phone.replica, m).unwrap();
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert!(sent_after.is_empty(), "sent after it left: {sent_after:?}");
+    assert!(
+        phone.replica.doc_ids().unwrap().is_empty(),
+        "what it was sent before is removed"
+    );
+}

@@ -10,7 +10,7 @@
 
 use super::{ConnId, Relay};
 use crate::protocol::{DocSnapshot, LogEntry, Message, Snapshots};
-use crate::sync::audience::DISPATCH;
+use crate::sync::audience::{self, DISPATCH};
 use crate::sync::log_store::{LogStore, LogStoreError, SavedDoc};
 use automerge::{Automerge, Change};
 use std::collections::{HashMap, VecDeque};
@@ -42,12 +42,27 @@ impl<S: LogStore> Relay<S> {
     pub(super) fn queue_snapshot_page(&mut self, conn: ConnId) -> Result<(), LogStoreError> {
         let max_docs = self.config.snapshot_docs.max(1);
         let max_bytes = self.config.page_bytes;
-        let Some(queue) = self.peer_mut(conn).and_then(|p| p.snapshots.as_mut()) else {
+        let Some(peer) = self.peer_mut(conn) else {
+            return Ok(());
+        };
+        let principal = peer.principal.clone();
+        let Some(queue) = peer.snapshots.as_mut() else {
             return Ok(());
         };
         let through = queue.through;
         let take = queue.remaining.len().min(max_docs);
-        let ids: Vec<String> = queue.remaining.drain(..take).collect();
+        let listed: Vec<String> = queue.remaining.drain(..take).collect();
+        // Only documents the device may still see: one that left its view since the
+        // list was made is not sent (the log from `through` tells it to remove it,
+        // which it does not hold), so nothing written after it left can reach it.
+        let mut ids = Vec::with_capacity(listed.len());
+        for doc_id in listed {
+            if principal == DISPATCH
+                || audience::sees(&principal, &self.docs.audience(&self.store, &doc_id)?)
+            {
+                ids.push(doc_id);
+            }
+        }
         // Cached documents changed since their last snapshot are saved first, so
         // the store's snapshots of them are fresh.
         self.flush_snapshots(true);
