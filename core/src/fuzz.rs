@@ -10,6 +10,15 @@ use crate::replica::{Replica, ReplicaOptions};
 /// Remote change bytes into a replica. The first byte picks the target: an unknown
 /// document, or an order the replica already holds (so the change meets real state).
 pub fn apply_remote(data: &[u8]) {
+    with_target(data, |replica, id, rest| {
+        let _ = replica.apply_remote(id, &[rest.to_vec()]);
+    });
+}
+
+/// A fresh replica and the document the first byte picks (a new order or delivery
+/// id, or an order the replica holds); `feed` gets the rest of the bytes. Whatever
+/// it did, the replica must still read, write and verify afterwards.
+fn with_target(data: &[u8], feed: impl FnOnce(&Replica, &DocId, &[u8])) {
     let Ok(replica) = Replica::open_in_memory(
         DeviceIdentity::dispatcher("fuzz"),
         ReplicaOptions::default(),
@@ -25,8 +34,7 @@ pub fn apply_remote(data: &[u8]) {
             _ => return,
         },
     };
-    let _ = replica.apply_remote(&id, &[rest.to_vec()]);
-    // Whatever happened, the replica must still read, write and verify.
+    feed(&replica, &id, rest);
     let _ = replica.doc_ids();
     let _ = replica.verify();
     let _ = replica.record_event(&id, "confirmed", &Default::default());
@@ -50,30 +58,13 @@ pub fn load_document(data: &[u8]) {
 /// device takes it in. The first byte picks the target: a new order or delivery id,
 /// or an order the replica already holds (so the bytes are merged into real state).
 pub fn import_snapshot(data: &[u8]) {
-    let Ok(replica) = Replica::open_in_memory(
-        DeviceIdentity::dispatcher("fuzz"),
-        ReplicaOptions::default(),
-    ) else {
-        return;
-    };
-    let (selector, rest) = data.split_first().map_or((0, data), |(b, rest)| (*b, rest));
-    let id = match selector % 3 {
-        0 => DocId::new(DocKind::Order),
-        1 => DocId::new(DocKind::Delivery),
-        _ => match serde_json::from_str::<NewOrder>(SEED_ORDER).map(|o| replica.create_order(&o)) {
-            Ok(Ok(id)) => id,
-            _ => return,
-        },
-    };
-    let snapshot = crate::protocol::DocSnapshot {
-        doc_id: id.to_string(),
-        bytes: rest.to_vec(),
-    };
-    let _ = replica.import_snapshots(&[snapshot], None);
-    // Whatever happened, the replica must still read, write and verify.
-    let _ = replica.doc_ids();
-    let _ = replica.verify();
-    let _ = replica.record_event(&id, "confirmed", &Default::default());
+    with_target(data, |replica, id, rest| {
+        let snapshot = crate::protocol::DocSnapshot {
+            doc_id: id.to_string(),
+            bytes: rest.to_vec(),
+        };
+        let _ = replica.import_snapshots(&[snapshot], None);
+    });
 }
 
 /// An order as an integrator hands it in, as JSON.

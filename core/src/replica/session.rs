@@ -22,6 +22,20 @@ struct Staged {
     typed: Option<Document>,
 }
 
+impl Staged {
+    /// Stage the changes the document gained since `before` (a merge or a sync
+    /// message brought them); returns how many.
+    fn stage_changes_since(&mut self, before: &[automerge::ChangeHash]) -> usize {
+        if self.doc.get_heads() == before {
+            return 0;
+        }
+        let new = self.doc.get_changes(before);
+        let count = new.len();
+        self.changes.extend(new);
+        count
+    }
+}
+
 /// Documents staged for one commit. Dropping a session without committing leaves
 /// nothing in the store, and the touched documents out of the cache.
 pub(crate) struct Session<'w> {
@@ -199,14 +213,7 @@ impl<'w> Session<'w> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| doc.merge(&mut loaded)))
             .map_err(|_| snapshot_error(id, "automerge could not merge it".into()))?
             .map_err(|e| snapshot_error(id, e.to_string()))?;
-        let new = if staged.doc.get_heads() == before {
-            Vec::new()
-        } else {
-            staged.doc.get_changes(&before)
-        };
-        let count = new.len();
-        staged.changes.extend(new);
-        Ok(count)
+        Ok(staged.stage_changes_since(&before))
     }
 
     /// Write a metadata value in the same transaction as the staged documents.
@@ -250,14 +257,7 @@ impl<'w> Session<'w> {
                 reason,
             });
         }
-        let new = if staged.doc.get_heads() == before {
-            Vec::new()
-        } else {
-            staged.doc.get_changes(&before)
-        };
-        let count = new.len();
-        staged.changes.extend(new);
-        Ok(count)
+        Ok(staged.stage_changes_since(&before))
     }
 
     /// Commit every staged document in one store transaction.
