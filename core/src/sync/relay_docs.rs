@@ -43,16 +43,6 @@ struct Cached {
     audience: Option<BTreeSet<String>>,
 }
 
-/// Which unsaved cached documents [`RelayDocs::take_snapshots`] saves.
-pub(crate) enum Unsaved<'a> {
-    /// None (only those the cache let go).
-    None,
-    /// Any, up to this many.
-    Any(usize),
-    /// Those among these ids.
-    Among(&'a [String]),
-}
-
 /// Why a batch of changes to a document was refused.
 #[derive(Debug)]
 pub(crate) enum Refused {
@@ -73,8 +63,7 @@ pub(crate) enum Refused {
 /// It also keeps the store's snapshots ([`LogStore::put_snapshots`]) in step without
 /// rebuilding anything: a committed document is marked unsaved, and is saved from its
 /// cached copy when the cache lets it go or when [`RelayDocs::take_snapshots`] is
-/// called (a bounded number at the relay's tick, and those of a page before it is
-/// served).
+/// called (the relay's tick, and before it serves snapshots).
 pub(crate) struct RelayDocs {
     cache: LruCache<String, Cached>,
     reads: BTreeMap<String, u64>,
@@ -94,24 +83,16 @@ impl RelayDocs {
         }
     }
 
-    /// Snapshots to write: those of unsaved documents the cache let go, and of the
-    /// unsaved documents still cached that `which` picks (at most `limit` of them),
-    /// each saved at the version its cached copy is at. Documents not in the cache
-    /// any more, or incomplete, get none; their snapshots are rebuilt from the log
-    /// when needed. The others stay unsaved for a later call.
-    pub(crate) fn take_snapshots(&mut self, which: Unsaved<'_>) -> Vec<SavedDoc> {
+    /// Snapshots to write: those of unsaved documents the cache let go, and (with
+    /// `cached`) one of every unsaved document still cached, each saved at the
+    /// version its cached copy is at. Documents not in the cache any more, or
+    /// incomplete, get none; their snapshots are rebuilt from the log when needed.
+    pub(crate) fn take_snapshots(&mut self, cached: bool) -> Vec<SavedDoc> {
         let mut out = std::mem::take(&mut self.evicted);
-        let picked: Vec<String> = match which {
-            Unsaved::None => Vec::new(),
-            Unsaved::Any(limit) => self.unsaved.iter().take(limit).cloned().collect(),
-            Unsaved::Among(ids) => ids
-                .iter()
-                .filter(|id| self.unsaved.contains(*id))
-                .cloned()
-                .collect(),
-        };
-        for doc_id in picked {
-            self.unsaved.remove(&doc_id);
+        if !cached {
+            return out;
+        }
+        for doc_id in std::mem::take(&mut self.unsaved) {
             if let Some(cached) = self.cache.peek(&doc_id)
                 && let Some(saved) = saved_copy(&doc_id, cached)
             {

@@ -16,7 +16,7 @@ mod visibility;
 
 use super::audience;
 use super::log_store::{LogStore, LogStoreError};
-use super::relay_docs::{RelayDocs, Unsaved};
+use super::relay_docs::RelayDocs;
 use crate::credential::{CredentialError, CredentialVerifier};
 use crate::identity::DeviceIdentity;
 use crate::protocol::{
@@ -32,9 +32,6 @@ pub const MAX_NOTICES: usize = 4096;
 
 /// Snapshots of documents the cache let go, held before they are written.
 const EVICTED_SNAPSHOTS_HELD: usize = 256;
-
-/// Cached documents saved as snapshots at most per tick (≈ 30 µs each).
-const SNAPSHOTS_PER_TICK: usize = 256;
 
 /// A connection, as numbered by the driver.
 pub type ConnId = u64;
@@ -268,9 +265,8 @@ impl<S: LogStore> Relay<S> {
                 Some((*conn, p.identity.device_id.clone(), p.expires_ms))
             })
             .collect();
-        // Snapshots of what changed since the last tick, for devices yet to come; a
-        // bounded number per tick, so a busy relay never stalls on them.
-        self.flush_snapshots(Unsaved::Any(SNAPSHOTS_PER_TICK));
+        // Snapshots of what changed since the last tick, for devices yet to come.
+        self.flush_snapshots(true);
         let mut ended = self.revive_stalled_full_syncs(now_ms);
         // Other nodes sharing the store announce their commits; should an
         // announcement be lost, live devices still get them within a tick.
@@ -434,7 +430,7 @@ impl<S: LogStore> Relay<S> {
     /// Write the snapshots the document cache let go once enough have gathered.
     fn bound_evicted_snapshots(&mut self) {
         if self.docs.evicted_snapshots() >= EVICTED_SNAPSHOTS_HELD {
-            self.flush_snapshots(Unsaved::None);
+            self.flush_snapshots(false);
         }
     }
 

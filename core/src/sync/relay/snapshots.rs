@@ -12,7 +12,6 @@ use super::{ConnId, Relay};
 use crate::protocol::{DocSnapshot, LogEntry, Message, Snapshots};
 use crate::sync::audience::{self, DISPATCH};
 use crate::sync::log_store::{LogStore, LogStoreError, SavedDoc};
-use crate::sync::relay_docs::Unsaved;
 use automerge::{Automerge, Change};
 use std::collections::{HashMap, VecDeque};
 
@@ -64,9 +63,9 @@ impl<S: LogStore> Relay<S> {
                 ids.push(doc_id);
             }
         }
-        // The page's cached documents changed since their last snapshot are saved
-        // first, so the store's snapshots of them are fresh.
-        self.flush_snapshots(Unsaved::Among(&ids));
+        // Cached documents changed since their last snapshot are saved first, so
+        // the store's snapshots of them are fresh.
+        self.flush_snapshots(true);
         let mut found: HashMap<String, Vec<u8>> =
             self.store.fresh_snapshots(&ids)?.into_iter().collect();
         let stale: Vec<String> = ids
@@ -129,10 +128,10 @@ impl<S: LogStore> Relay<S> {
     }
 
     /// Write the snapshots of documents committed since they were last saved: those
-    /// the cache let go and the cached ones `which` picks; nothing is rebuilt. A
-    /// failure only costs work later: the log stays the truth.
-    pub(super) fn flush_snapshots(&mut self, which: Unsaved<'_>) {
-        let saved = self.docs.take_snapshots(which);
+    /// the cache let go and (with `cached`) those still cached; nothing is rebuilt.
+    /// A failure only costs work later: the log stays the truth.
+    pub(super) fn flush_snapshots(&mut self, cached: bool) {
+        let saved = self.docs.take_snapshots(cached);
         if saved.is_empty() {
             return;
         }
