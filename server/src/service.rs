@@ -288,7 +288,7 @@ async fn accept_loop(endpoint: Endpoint, inbox: mpsc::Sender<ToActor>, telemetry
     while let Some(incoming) = endpoint.accept().await {
         let conn = next.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(connection::run(
-            incoming,
+            Box::new(incoming),
             conn,
             inbox.clone(),
             Arc::clone(&telemetry),
