@@ -61,7 +61,13 @@ async fn serve(
     span: tracing::Span,
     telemetry: Arc<Telemetry>,
 ) {
-    let Some(connection) = Box::pin(handshake(*incoming)).await else {
+    let handshaking = {
+        // Moved out in a scope of its own, so that the box is freed now, not when
+        // the connection ends.
+        let incoming = incoming;
+        Box::pin(handshake(*incoming))
+    };
+    let Some(connection) = handshaking.await else {
         return;
     };
     let Some((send, recv)) = Box::pin(open_stream(&connection)).await else {
