@@ -1,10 +1,10 @@
 //! The relay's QUIC service around the sans-IO [`Relay`].
 //!
 //! ```text
-//!  device ─QUIC─▶ connection task ──(conn, message)──▶ ┌───────────────┐
-//!                 (reads, decodes)      bounded mpsc   │ relay thread  │
-//!  device ◀─QUIC─ writer task ◀──────────────────────── │ owns Relay<S> │
-//!                 (encodes, writes)  bounded per conn  └───────────────┘
+//!  device ─QUIC─▶ connection task: ──(conn, message)──▶ ┌───────────────┐
+//!                 reader (decodes)      bounded mpsc    │ relay thread  │
+//!  device ◀─QUIC─ and writer ◀──────────────────────────│ owns Relay<S> │
+//!                 (encodes)          bounded per conn   └───────────────┘
 //! ```
 //!
 //! The state machine is single-threaded and commits to SQLite (an fsync per
