@@ -1,10 +1,10 @@
 //! The relay's QUIC service around the sans-IO [`Relay`].
 //!
 //! ```text
-//!  device ─QUIC─▶ connection task ──(conn, message)──▶ ┌───────────────┐
-//!                 (reads, decodes)      bounded mpsc   │ relay thread  │
-//!  device ◀─QUIC─ writer task ◀──────────────────────── │ owns Relay<S> │
-//!                 (encodes, writes)  bounded per conn  └───────────────┘
+//!  device ─QUIC─▶ connection task: ──(conn, message)──▶ ┌───────────────┐
+//!                 reader (decodes)      bounded mpsc    │ relay thread  │
+//!  device ◀─QUIC─ and writer ◀──────────────────────────│ owns Relay<S> │
+//!                 (encodes)          bounded per conn   └───────────────┘
 //! ```
 //!
 //! The state machine is single-threaded and commits to SQLite (an fsync per
@@ -288,7 +288,7 @@ async fn accept_loop(endpoint: Endpoint, inbox: mpsc::Sender<ToActor>, telemetry
     while let Some(incoming) = endpoint.accept().await {
         let conn = next.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(connection::run(
-            incoming,
+            Box::new(incoming),
             conn,
             inbox.clone(),
             Arc::clone(&telemetry),

@@ -1,14 +1,19 @@
-//! One device connection: a task that reads and decodes frames for the relay
-//! thread, and a writer task that encodes and writes what the relay thread hands it.
+//! One device connection, one task: a reader that decodes frames for the relay
+//! thread and a writer that encodes and writes what the relay thread hands it,
+//! polled side by side.
 
 use super::actor::{Outbound, ToActor};
 use super::close_code;
 use super::telemetry::Telemetry;
+use futures_util::future::{self, Either};
 use quinn::{Connection, Incoming, RecvStream, SendStream, VarInt};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 use tracing::Instrument;
 use waybill_core::protocol::{self, DEFAULT_MAX_FRAME, FrameDecoder, Message, ProtocolError};
@@ -27,8 +32,13 @@ const OUTBOUND: usize = 4;
 const GOODBYE_WAIT: Duration = Duration::from_secs(2);
 
 /// Serve one incoming connection until it ends.
+///
+/// The task is allocated once, at the size of its largest state, and lives as
+/// long as the device stays connected: what only the handshake or the goodbye
+/// needs is boxed (`incoming`, the waits in [`refuse`] and [`Writer::close`]) so
+/// that an idle connection does not carry it.
 pub(crate) async fn run(
-    incoming: Incoming,
+    incoming: Box<Incoming>,
     conn: ConnId,
     inbox: mpsc::Sender<ToActor>,
     telemetry: Arc<Telemetry>,
@@ -45,16 +55,22 @@ pub(crate) async fn run(
 }
 
 async fn serve(
-    incoming: Incoming,
+    incoming: Box<Incoming>,
     conn: ConnId,
     inbox: mpsc::Sender<ToActor>,
     span: tracing::Span,
     telemetry: Arc<Telemetry>,
 ) {
-    let Some(connection) = handshake(incoming).await else {
+    let handshaking = {
+        // Moved out in a scope of its own, so that the box is freed now, not when
+        // the connection ends.
+        let incoming = incoming;
+        Box::pin(handshake(*incoming))
+    };
+    let Some(connection) = handshaking.await else {
         return;
     };
-    let Some((send, recv)) = open_stream(&connection).await else {
+    let Some((send, recv)) = Box::pin(open_stream(&connection)).await else {
         return;
     };
     let (writer, outbound) = mpsc::channel(OUTBOUND);
@@ -65,7 +81,7 @@ async fn serve(
         blocked: Arc::clone(&blocked),
         span,
     };
-    if inbox.send(connected).await.is_err() {
+    if !hand_over(&inbox, connected).await {
         connection.close(
             VarInt::from_u32(close_code::SHUTTING_DOWN),
             b"relay stopping",
@@ -81,10 +97,15 @@ async fn serve(
         inbox: inbox.clone(),
         telemetry: Arc::clone(&telemetry),
     };
-    tokio::spawn(writer.run(outbound).in_current_span());
-    read_frames(conn, &connection, recv, &inbox, &telemetry).await;
-    let _ = inbox.send(ToActor::Disconnected { conn }).await;
-    tracing::debug!("device disconnected");
+    // Reader and writer share this one task (one task cell per connection, not
+    // two): each idle connection costs less. The writer still ends on its own,
+    // once the relay thread lets go of the connection after `Disconnected`.
+    let read = async {
+        read_frames(conn, &connection, recv, &inbox, &telemetry).await;
+        let _ = hand_over(&inbox, ToActor::Disconnected { conn }).await;
+        tracing::debug!("device disconnected");
+    };
+    tokio::join!(read, writer.run(outbound));
 }
 
 async fn handshake(incoming: Incoming) -> Option<Connection> {
@@ -164,20 +185,36 @@ async fn read_frames(
             match next_message(&mut decoder) {
                 Ok(Some(message)) => {
                     greeted = true;
-                    if inbox
-                        .send(ToActor::Message { conn, message })
-                        .await
-                        .is_err()
-                    {
+                    if !hand_over(inbox, ToActor::Message { conn, message }).await {
                         return;
                     }
                 }
                 Ok(None) => break,
-                Err(error) => return refuse(conn, connection, inbox, error).await,
+                Err(error) => return Box::pin(refuse(conn, connection, inbox, error)).await,
             }
+        }
+        if decoder.buffered() == 0 {
+            // Nothing partial is left: let go of the buffer (an idle connection
+            // would otherwise keep the one its hello was decoded in).
+            decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
         }
     }
 }
+
+/// Hand the relay thread an event; false once it has stopped. Without waiting
+/// when its inbox has room; otherwise the wait is boxed, because a pending send
+/// holds the event inline and would make every connection's task that much larger.
+fn hand_over(inbox: &mpsc::Sender<ToActor>, event: ToActor) -> HandOver<'_> {
+    match inbox.try_send(event) {
+        Ok(()) => Either::Left(future::ready(true)),
+        Err(TrySendError::Closed(_)) => Either::Left(future::ready(false)),
+        Err(TrySendError::Full(event)) => {
+            Either::Right(Box::pin(async move { inbox.send(event).await.is_ok() }))
+        }
+    }
+}
+
+type HandOver<'a> = Either<future::Ready<bool>, Pin<Box<dyn Future<Output = bool> + Send + 'a>>>;
 
 /// Hand the relay thread what was wrong with the input, then wait for the writer
 /// to send the error and close (or for the idle timeout).
@@ -187,7 +224,7 @@ async fn refuse(
     inbox: &mpsc::Sender<ToActor>,
     error: ProtocolError,
 ) {
-    if inbox.send(ToActor::Invalid { conn, error }).await.is_ok() {
+    if hand_over(inbox, ToActor::Invalid { conn, error }).await {
         connection.closed().await;
     }
 }
@@ -218,11 +255,11 @@ impl Writer {
                         return;
                     }
                 }
-                Outbound::Close(code) => return self.close(code).await,
+                Outbound::Close(code) => return Box::pin(self.close(code)).await,
             }
         }
         // The relay thread forgot the connection (it is gone or said goodbye).
-        self.close(close_code::BYE).await;
+        Box::pin(self.close(close_code::BYE)).await;
     }
 
     /// Write one message; false if the connection cannot be written to any more.
@@ -242,11 +279,7 @@ impl Writer {
         }
         self.telemetry.sent(frame.len());
         if self.blocked.swap(false, Ordering::SeqCst)
-            && self
-                .inbox
-                .send(ToActor::Drained { conn: self.conn })
-                .await
-                .is_err()
+            && !hand_over(&self.inbox, ToActor::Drained { conn: self.conn }).await
         {
             return false;
         }
