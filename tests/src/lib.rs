@@ -101,6 +101,28 @@ impl Device {
         }
     }
 
+    /// Every document it holds with its heads: two devices that converged hold
+    /// equal lists.
+    pub fn heads(&self) -> Vec<(String, Vec<String>)> {
+        self.replica
+            .doc_ids()
+            .unwrap()
+            .into_iter()
+            .map(|id| (id.to_string(), self.replica.heads(&id).unwrap()))
+            .collect()
+    }
+
+    /// New changes its sessions reported receiving (`SyncEvent::Received`).
+    pub fn received_changes(&self) -> usize {
+        self.events
+            .iter()
+            .map(|e| match e {
+                SyncEvent::Received { changes, .. } => *changes,
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Tell the session about local writes.
     pub fn wrote(&mut self) {
         if let Some((_, session)) = self.session.as_mut() {

@@ -23,15 +23,6 @@ fn relay(issuer: &CredentialIssuer, snapshot_docs: usize) -> Relay<MemoryLogStor
     )
 }
 
-fn heads(d: &Device) -> Vec<(String, Vec<String>)> {
-    d.replica
-        .doc_ids()
-        .unwrap()
-        .into_iter()
-        .map(|id| (id.to_string(), d.replica.heads(&id).unwrap()))
-        .collect()
-}
-
 /// A store tablet with `n` orders, each confirmed once, all on the relay.
 fn seeded(issuer: &CredentialIssuer, relay: &mut Relay<MemoryLogStore>, n: usize) -> Device {
     let mut tablet = Device::with_role(issuer, "tablet-1", Role::Store, "S1");
@@ -59,15 +50,8 @@ fn a_fresh_device_gets_whole_documents_then_resumes_from_the_log() {
     assert_eq!(first.entries, 0, "no log entries: the snapshots cover them");
     // Welcome, three pages of at most 16 documents, one empty log page.
     assert_eq!(first.messages, 5, "{first:?}");
-    assert_eq!(heads(&console), heads(&tablet));
-    let received: usize = console
-        .events
-        .iter()
-        .map(|e| match e {
-            SyncEvent::Received { changes, .. } => *changes,
-            _ => 0,
-        })
-        .sum();
+    assert_eq!(console.heads(), tablet.heads());
+    let received = console.received_changes();
     assert_eq!(received, 80, "two changes per order, counted");
     assert!(console.events.contains(&SyncEvent::CaughtUp { cursor: 80 }));
     assert_eq!(console.replica.sync_cursor().unwrap().unwrap().seq, 80);
@@ -89,7 +73,7 @@ fn a_fresh_device_gets_whole_documents_then_resumes_from_the_log() {
     session_counting(&mut relay, &mut tablet, 3, NOW);
     let again = session_counting(&mut relay, &mut console, 4, NOW);
     assert_eq!((again.snapshots, again.entries), (0, 3), "{again:?}");
-    assert_eq!(heads(&console), heads(&tablet));
+    assert_eq!(console.heads(), tablet.heads());
 }
 
 #[test]
@@ -136,7 +120,7 @@ fn the_relay_keeps_snapshots_fresh_and_never_serves_a_stale_one() {
     let got = session_counting(&mut relay, &mut console, 3, NOW);
     assert_eq!(got.snapshots, 40);
     assert_eq!(got.entries, 0);
-    assert_eq!(heads(&console), heads(&tablet));
+    assert_eq!(console.heads(), tablet.heads());
     assert_eq!(relay.store().fresh_snapshots(&ids).unwrap().len(), 40);
 }
 
@@ -149,7 +133,7 @@ fn a_device_speaking_1_0_still_reads_the_whole_log() {
     old.client.version = Version { major: 1, minor: 0 };
     let got = session_counting(&mut relay, &mut old, 2, NOW);
     assert_eq!((got.snapshots, got.entries), (0, 20), "{got:?}");
-    assert_eq!(heads(&old), heads(&tablet));
+    assert_eq!(old.heads(), tablet.heads());
 }
 
 #[test]
@@ -202,7 +186,7 @@ fn changes_made_while_snapshots_are_sent_still_arrive() {
     pump(&mut relay, &mut [&mut tablet], NOW);
     console.session = Some((conn, session));
     pump(&mut relay, &mut [&mut tablet, &mut console], NOW);
-    assert_eq!(heads(&console), heads(&tablet));
+    assert_eq!(console.heads(), tablet.heads());
     assert_eq!(console.replica.doc_ids().unwrap().len(), 6);
 }
 

@@ -122,14 +122,7 @@ impl Replica {
             .iter()
             .filter_map(|e| DocId::parse(&e.doc_id).ok())
             .collect();
-        if !arrived.is_empty() {
-            // Shared again (or still): a removal decided earlier no longer applies.
-            self.lock_writer().store.cancel_removal(&arrived)?;
-        }
-        for (doc_id, reason) in &outcome.skipped {
-            tracing::warn!(doc = %doc_id, %reason, "skipped a change from the relay");
-        }
-        Ok(outcome)
+        self.page_taken(&arrived, outcome)
     }
 
     /// Take in a page of whole documents from the relay (a device that has never
@@ -177,12 +170,22 @@ impl Replica {
             }
             Ok(())
         })?;
+        self.page_taken(&arrived, outcome)
+    }
+
+    /// After a page from the relay is stored: documents it brought are shared again
+    /// (or still), so a removal decided earlier no longer applies; what was skipped
+    /// is logged.
+    fn page_taken(
+        &self,
+        arrived: &[DocId],
+        outcome: LogApplied,
+    ) -> Result<LogApplied, ReplicaError> {
         if !arrived.is_empty() {
-            // Shared again (or still): a removal decided earlier no longer applies.
-            self.lock_writer().store.cancel_removal(&arrived)?;
+            self.lock_writer().store.cancel_removal(arrived)?;
         }
         for (doc_id, reason) in &outcome.skipped {
-            tracing::warn!(doc = %doc_id, %reason, "skipped a snapshot from the relay");
+            tracing::warn!(doc = %doc_id, %reason, "skipped a document from the relay");
         }
         Ok(outcome)
     }

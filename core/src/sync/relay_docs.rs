@@ -200,17 +200,7 @@ impl RelayDocs {
         // The version first: changes committed in between make it look older than
         // the copy, which fails the next commit safely instead of hiding a change.
         let version = store.doc_version(doc_id)?;
-        let mut changes = Vec::new();
-        for bytes in store.doc_changes(doc_id)? {
-            changes.push(
-                Change::from_bytes(bytes).map_err(|e| {
-                    LogStoreError::Corrupt(format!("stored change of {doc_id}: {e}"))
-                })?,
-            );
-        }
-        let mut doc = Automerge::new();
-        crate::changes::apply(&mut doc, changes)
-            .map_err(|e| LogStoreError::Corrupt(format!("stored changes of {doc_id}: {e}")))?;
+        let doc = rebuild(doc_id, store.doc_changes(doc_id)?)?;
         Ok(Cached {
             doc,
             version,
@@ -310,6 +300,22 @@ impl RelayDocs {
             self.cache.pop(&doc_id);
         }
     }
+}
+
+/// A document rebuilt from its stored changes (raw bytes, in order). A stored change
+/// that no longer decodes or applies is `Corrupt`: never skipped, since whatever is
+/// built from the copy (a commit, a snapshot) would then silently lack it.
+pub(crate) fn rebuild(doc_id: &str, raw: Vec<Vec<u8>>) -> Result<Automerge, LogStoreError> {
+    let corrupt = |e: &dyn std::fmt::Display| {
+        LogStoreError::Corrupt(format!("stored changes of {doc_id}: {e}"))
+    };
+    let changes = raw
+        .into_iter()
+        .map(|bytes| Change::from_bytes(bytes).map_err(|e| corrupt(&e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut doc = Automerge::new();
+    crate::changes::apply(&mut doc, changes).map_err(|e| corrupt(&e))?;
+    Ok(doc)
 }
 
 /// A cached copy saved at its version (None while it holds no change yet, or holds

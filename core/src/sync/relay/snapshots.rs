@@ -12,7 +12,7 @@ use super::{ConnId, Relay};
 use crate::protocol::{DocSnapshot, LogEntry, Message, Snapshots};
 use crate::sync::audience::{self, DISPATCH};
 use crate::sync::log_store::{LogStore, LogStoreError, SavedDoc};
-use automerge::{Automerge, Change};
+use crate::sync::relay_docs;
 use std::collections::{HashMap, VecDeque};
 
 /// The documents still to send to one device, and the log position they cover.
@@ -156,7 +156,9 @@ impl<S: LogStore> Relay<S> {
                 continue;
             }
             out.push(SavedDoc {
-                bytes: saved_from_log(&doc_id, entries)?,
+                // A change that no longer decodes fails the page (the device comes
+                // back) rather than leave a document out of what the cursor passes.
+                bytes: relay_docs::rebuild(&doc_id, entries)?.save(),
                 doc_id,
                 version,
             });
@@ -181,20 +183,4 @@ fn group_by_doc(entries: Vec<LogEntry>, ids: &[String]) -> Vec<(String, Vec<Vec<
         }
     }
     groups
-}
-
-/// A document rebuilt from its logged changes and saved. A stored change that no
-/// longer decodes fails the page (the device is told to come back) rather than
-/// leaving the document out of a snapshot the cursor then moves past.
-fn saved_from_log(doc_id: &str, raw: Vec<Vec<u8>>) -> Result<Vec<u8>, LogStoreError> {
-    let corrupt = |e: &dyn std::fmt::Display| {
-        LogStoreError::Corrupt(format!("stored changes of {doc_id}: {e}"))
-    };
-    let changes = raw
-        .into_iter()
-        .map(|bytes| Change::from_bytes(bytes).map_err(|e| corrupt(&e)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut doc = Automerge::new();
-    crate::changes::apply(&mut doc, changes).map_err(|e| corrupt(&e))?;
-    Ok(doc.save())
 }
