@@ -14,6 +14,7 @@ pub mod ids;
 pub mod model;
 pub mod net;
 mod observers;
+mod parallel;
 pub mod protocol;
 pub mod replica;
 pub mod store;

@@ -308,33 +308,17 @@ type Loaded = Result<(DocId, automerge::Automerge, crate::model::Document), Repl
 const PARALLEL_FROM: usize = 64;
 
 /// Load and read every snapshot of a page, in order; a large page is split over
-/// the available cores (at most 4).
+/// the available cores.
 fn load_all(docs: &[DocSnapshot]) -> Vec<Loaded> {
-    let load = |snapshot: &DocSnapshot| -> Loaded {
-        let id = DocId::parse(&snapshot.doc_id)?;
-        let (doc, typed) = super::session::load_snapshot(&id, &snapshot.bytes)?;
-        Ok((id, doc, typed))
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .min(4);
-    if threads < 2 || docs.len() < PARALLEL_FROM {
-        return docs.iter().map(load).collect();
-    }
-    let chunk = docs.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = docs
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(load).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(loaded) => loaded,
-                // `load` catches Automerge's panics; anything else is a bug worth
-                // surfacing where it happened.
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    })
+    // `load_snapshot` catches Automerge's panics; anything else is a bug worth
+    // surfacing where it happened (`map` raises it again here).
+    crate::parallel::map(
+        docs,
+        crate::parallel::threads_for(docs.len(), PARALLEL_FROM),
+        |snapshot| -> Loaded {
+            let id = DocId::parse(&snapshot.doc_id)?;
+            let (doc, typed) = super::session::load_snapshot(&id, &snapshot.bytes)?;
+            Ok((id, doc, typed))
+        },
+    )
 }

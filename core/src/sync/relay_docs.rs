@@ -172,6 +172,14 @@ impl RelayDocs {
         Ok(typed)
     }
 
+    /// A cached copy's heads and typed value (None: not read yet), if cached.
+    #[cfg(test)]
+    pub(crate) fn peek(&self, doc_id: &str) -> Option<(Vec<ChangeHash>, Option<Option<Document>>)> {
+        self.cache
+            .peek(doc_id)
+            .map(|c| (c.doc.get_heads(), c.typed.clone()))
+    }
+
     /// A document's stored audience: from the cache when known, else from the
     /// store (and remembered if the document is cached).
     pub(crate) fn audience(

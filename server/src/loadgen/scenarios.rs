@@ -467,8 +467,14 @@ async fn ingest(o: &Options, emit: &mut dyn FnMut(Figure)) -> Result<(), LoadErr
             relay.reset_peak();
             let started = Instant::now();
             let reports = all_sync(&writers, o.timeout).await?;
-            let took = started.elapsed();
-            let total: u64 = reports.iter().map(|r| r.uploaded).sum();
+            // Until the last upload is acknowledged: the goodbyes after it are
+            // not ingest.
+            let took = reports
+                .iter()
+                .map(|(_, converged)| converged.saturating_duration_since(started))
+                .max()
+                .unwrap_or_default();
+            let total: u64 = reports.iter().map(|(r, _)| r.uploaded).sum();
             let scale = format!(
                 "{} writers × {} changes, sync_once each (connect included)",
                 o.writers, o.changes_per_writer
@@ -580,11 +586,21 @@ async fn stream_ingest(
 
 type Writer = (Arc<Credential>, Arc<Replica>, Vec<DocId>);
 
-async fn all_sync(writers: &[Writer], timeout: Duration) -> Result<Vec<SyncReport>, LoadError> {
+/// Each report comes with when its sync converged (its uploads acknowledged and
+/// the device caught up), before the goodbye.
+async fn all_sync(
+    writers: &[Writer],
+    timeout: Duration,
+) -> Result<Vec<(SyncReport, Instant)>, LoadError> {
     let mut set = JoinSet::new();
     for (credential, replica, _) in writers {
         let (credential, replica) = (Arc::clone(credential), Arc::clone(replica));
-        set.spawn(async move { sync_replica(&replica, &credential, timeout).await });
+        set.spawn(async move {
+            let started = Instant::now();
+            let report = sync_replica(&replica, &credential, timeout).await?;
+            let converged = started + report.converged_in;
+            Ok::<_, LoadError>((report, converged))
+        });
     }
     let mut reports = Vec::with_capacity(writers.len());
     while let Some(joined) = set.join_next().await {

@@ -1,11 +1,13 @@
 //! Uploads: untrusted changes checked against the relay's copy of each document,
 //! made durable through the `LogStore`, then acknowledged and pushed.
 
+use super::ahead::Aheads;
 use super::visibility::ViewDelta;
 use super::{CommitNotice, ConnId, Failure, Relay};
 use crate::identity::DeviceIdentity;
 use crate::ids::DocId;
 use crate::model::Document;
+use crate::parallel;
 use crate::protocol::{ErrorCode, LogEntry, Message, Refusal, Upload, UploadAck, UploadChange};
 use crate::sync::audience;
 use crate::sync::log_store::{
@@ -21,12 +23,12 @@ pub(super) type Committed = Vec<(LogEntry, Option<ConnId>)>;
 
 /// An upload from an authenticated device, grouped by document, ready to be
 /// checked (again, after a conflict with another node).
-struct PendingUpload {
+pub(super) struct PendingUpload {
     conn: ConnId,
     batch: u64,
     identity: DeviceIdentity,
     principal: String,
-    groups: Vec<DocGroup>,
+    pub(super) groups: Vec<DocGroup>,
 }
 
 /// One document's changes in an upload, as sent and decoded (decoded once, however
@@ -38,14 +40,33 @@ pub(super) struct DocGroup {
 }
 
 impl DocGroup {
+    /// A document's changes, not decoded yet.
     fn new(doc_id: String, bytes: Vec<Vec<u8>>) -> Self {
-        let decoded = bytes.iter().map(|b| crate::changes::decode(b)).collect();
         Self {
             doc_id,
             bytes,
-            decoded,
+            decoded: Vec::new(),
         }
     }
+
+    fn decode(&mut self) {
+        self.decoded = self
+            .bytes
+            .iter()
+            .map(|b| crate::changes::decode(b))
+            .collect();
+    }
+}
+
+/// Uploads with fewer changes than this are decoded on the relay's thread.
+const DECODE_PARALLEL_FROM: usize = 64;
+
+/// Decode every upload's changes, spread over the cores when there are many.
+fn decode_all(pending: &mut [PendingUpload]) {
+    let mut groups: Vec<&mut DocGroup> = pending.iter_mut().flat_map(|u| &mut u.groups).collect();
+    let changes = groups.iter().map(|g| g.bytes.len()).sum();
+    let threads = parallel::threads_for(changes, DECODE_PARALLEL_FROM);
+    parallel::map_mut(&mut groups, threads, |group| group.decode());
 }
 
 /// What the store held before the group: which of its changes are logged, and
@@ -55,6 +76,76 @@ impl DocGroup {
 pub(super) struct Known {
     stored: HashSet<Vec<u8>>,
     quarantined: HashSet<Vec<u8>>,
+}
+
+impl Known {
+    pub(super) fn is_stored(&self, hash: &[u8]) -> bool {
+        self.stored.contains(hash)
+    }
+}
+
+/// An upload's changes to one document, sorted against what the store holds and
+/// what the group refused so far.
+pub(super) struct Sorted {
+    /// Logged already: accepted again, with nothing to do.
+    pub(super) stored: Vec<Vec<u8>>,
+    /// Refused before any apply: the change's place in the group, its hash (empty
+    /// when it did not decode), the code and the reason.
+    pub(super) refused: Vec<(usize, Vec<u8>, ErrorCode, String)>,
+    /// The changes to check, each once, with their hashes and places in the group.
+    pub(super) fresh: Vec<Change>,
+    pub(super) hashes: Vec<Vec<u8>>,
+    pub(super) at: Vec<usize>,
+}
+
+/// Sort an upload's changes to one document: those that do not decode and those
+/// built on a refused change are refused, logged ones accepted as they are, the
+/// rest are to be checked.
+pub(super) fn sort_out(group: &DocGroup, known: &Known, refused_now: &HashSet<Vec<u8>>) -> Sorted {
+    let mut sorted = Sorted {
+        stored: Vec::new(),
+        refused: Vec::new(),
+        fresh: Vec::new(),
+        hashes: Vec::new(),
+        at: Vec::new(),
+    };
+    let mut decoded = Vec::with_capacity(group.decoded.len());
+    for (index, change) in group.decoded.iter().enumerate() {
+        match change {
+            Err(e) => {
+                sorted
+                    .refused
+                    .push((index, Vec::new(), ErrorCode::CorruptChange, e.to_string()))
+            }
+            Ok(change) => decoded.push((index, change)),
+        }
+    }
+    let mut own: HashSet<automerge::ChangeHash> = HashSet::new();
+    for (index, change) in decoded {
+        let hash = change.hash();
+        if known.stored.contains(&hash.0[..]) {
+            sorted.stored.push(hash.0.to_vec());
+            continue;
+        }
+        let refused_dep = change
+            .deps()
+            .iter()
+            .find(|d| refused_now.contains(&d.0[..]) || known.quarantined.contains(&d.0[..]));
+        if let Some(dep) = refused_dep {
+            // Built on a refused change: it could never be applied.
+            sorted.refused.push((
+                index,
+                hash.0.to_vec(),
+                ErrorCode::Forbidden,
+                format!("it builds on refused change {dep}"),
+            ));
+        } else if own.insert(hash) {
+            sorted.fresh.push(change.clone());
+            sorted.hashes.push(hash.0.to_vec());
+            sorted.at.push(index);
+        }
+    }
+    sorted
 }
 
 /// What each upload of a group is told.
@@ -88,7 +179,7 @@ impl<S: LogStore> Relay<S> {
         now_ms: i64,
         woken: &mut Vec<ConnId>,
     ) {
-        let pending: Vec<PendingUpload> = uploads
+        let mut pending: Vec<PendingUpload> = uploads
             .into_iter()
             .filter_map(|(conn, upload)| {
                 let (identity, principal) = self.author(conn)?;
@@ -105,6 +196,7 @@ impl<S: LogStore> Relay<S> {
             return;
         }
         let _span = tracing::debug_span!("uploads", count = pending.len()).entered();
+        decode_all(&mut pending);
         let mut attempt = 1;
         let failure = loop {
             match self.ingest_group(&pending, now_ms) {
@@ -162,9 +254,10 @@ impl<S: LogStore> Relay<S> {
     ) -> Result<Result<(Vec<Verdict>, Committed, ViewDelta), Vec<String>>, Failure> {
         self.docs.begin_batch();
         let known = self.known(pending.iter().flat_map(|u| &u.groups))?;
+        let mut aheads = self.apply_ahead(pending, &known)?;
         let mut outcome = Ingest::default();
         let mut verdicts = Vec::with_capacity(pending.len());
-        for upload in pending {
+        for (index, upload) in pending.iter().enumerate() {
             let _span = tracing::debug_span!("upload", conn = upload.conn, device = %upload.identity.device_id, batch = upload.batch).entered();
             let author = Author {
                 identity: &upload.identity,
@@ -174,12 +267,15 @@ impl<S: LogStore> Relay<S> {
             };
             outcome.earlier = (!outcome.docs.is_empty()).then(|| earlier_staged(&outcome.docs));
             for group in &upload.groups {
-                self.stage_group(group, &known, &author, &mut outcome)?;
+                self.stage_group(index, group, &known, &author, &mut outcome, &mut aheads)?;
             }
             verdicts.push(Verdict {
                 accepted: std::mem::take(&mut outcome.accepted),
                 refused: std::mem::take(&mut outcome.refused),
             });
+        }
+        for (doc_id, ahead) in aheads {
+            self.settle(&doc_id, ahead, &mut outcome)?;
         }
         let (audience, view) = match self.audiences_after(&outcome.docs) {
             Ok(found) => found,
@@ -200,14 +296,19 @@ impl<S: LogStore> Relay<S> {
         }
     }
 
-    /// Check one document's uploaded changes, staging what to store. A document
-    /// already staged by an earlier upload of the group is checked on top of it.
+    /// Check one upload's changes to one document (the `upload`-th of the group),
+    /// staging what to store. A document already staged by an earlier upload of the
+    /// group is checked on top of it; its changes are taken as applied ahead when
+    /// they are exactly what this check would apply (see [`super::ahead`]).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn stage_group(
         &mut self,
+        upload: usize,
         doc_group: &DocGroup,
         known: &Known,
         author: &Author<'_>,
         out: &mut Ingest,
+        aheads: &mut Aheads,
     ) -> Result<(), Failure> {
         let doc_id = doc_group.doc_id.as_str();
         let group = &doc_group.bytes;
@@ -227,66 +328,59 @@ impl<S: LogStore> Relay<S> {
             }
             return Ok(());
         };
-        let mut decoded: Vec<(usize, Change, Vec<u8>)> = Vec::with_capacity(group.len());
-        for (index, change) in doc_group.decoded.iter().enumerate() {
-            match change {
-                Err(e) => out.refuse(
-                    doc_id,
-                    Vec::new(),
-                    group[index].clone(),
-                    device,
-                    now_ms,
-                    ErrorCode::CorruptChange,
-                    e.to_string(),
-                ),
-                Ok(change) => {
-                    let hash = change.hash().0.to_vec();
-                    decoded.push((index, change.clone(), hash));
-                }
-            }
+        let sorted = sort_out(doc_group, known, &out.refused_now);
+        out.accepted.extend(sorted.stored);
+        for (at, hash, code, reason) in sorted.refused {
+            out.refuse(
+                doc_id,
+                hash,
+                group[at].clone(),
+                device,
+                now_ms,
+                code,
+                reason,
+            );
         }
-        let (stored, quarantined) = (&known.stored, &known.quarantined);
-        let mut fresh = Vec::new();
-        let mut fresh_at: Vec<usize> = Vec::new();
-        let mut own: HashSet<Vec<u8>> = HashSet::new();
-        for (index, change, hash) in decoded {
-            if stored.contains(&hash) {
-                out.accepted.push(hash);
-                continue;
-            }
-            let refused_dep = change
-                .deps()
-                .iter()
-                .find(|d| out.refused_now.contains(&d.0[..]) || quarantined.contains(&d.0[..]));
-            if let Some(dep) = refused_dep.copied() {
-                // Built on a refused change: it could never be applied.
-                out.refuse(
-                    doc_id,
-                    hash,
-                    group[index].clone(),
-                    device,
-                    now_ms,
-                    ErrorCode::Forbidden,
-                    format!("it builds on refused change {dep}"),
-                );
-            } else if own.insert(hash) {
-                fresh.push(change);
-                fresh_at.push(index);
-            }
-        }
-        if fresh.is_empty() {
+        if sorted.fresh.is_empty() {
             return Ok(());
         }
-        let hashes: Vec<Vec<u8>> = fresh.iter().map(|c| c.hash().0.to_vec()).collect();
-        let earlier = out.docs.iter().position(|s| s.id == doc_id);
-        let mut staged = match earlier {
-            Some(i) => out.docs.swap_remove(i),
-            None => self.docs.take_staged(&self.store, doc_id)?,
+        let (fresh, hashes, fresh_at) = (sorted.fresh, sorted.hashes, sorted.at);
+        let in_group = out.docs.iter().any(|s| s.id == doc_id);
+        let step = match aheads.remove(doc_id) {
+            Some(mut ahead) if ahead.next_is(upload, &hashes, in_group) => {
+                let step = ahead.take();
+                aheads.insert(doc_id.to_owned(), ahead);
+                step
+            }
+            Some(ahead) => {
+                self.settle(doc_id, ahead, out)?;
+                None
+            }
+            None => None,
         };
-        let exists = !staged.doc.get_heads().is_empty();
-        let before = match staged.typed.take() {
-            Some(typed) => Some(typed),
-            None => typed_of(doc_id, &staged.doc),
+        let earlier = out.docs.iter().position(|s| s.id == doc_id);
+        let (mut staged, exists, before, applied) = match step {
+            Some((step, first)) => {
+                let mut staged = match (first, earlier) {
+                    (Some(staged), _) => staged,
+                    (None, Some(i)) => out.docs.swap_remove(i),
+                    (None, None) => unreachable!("a step after the first has the group's copy"),
+                };
+                staged.typed = None;
+                (staged, step.exists, step.before, Some(step.applied))
+            }
+            None => {
+                let mut staged = match earlier {
+                    Some(i) => out.docs.swap_remove(i),
+                    None => self.docs.take_staged(&self.store, doc_id)?,
+                };
+                let exists = !staged.doc.get_heads().is_empty();
+                let before = match staged.typed.take() {
+                    Some(typed) => Some(typed),
+                    None => typed_of(doc_id, &staged.doc),
+                };
+                (staged, exists, before, None)
+            }
         };
         let shared = !exists
             || author.principal == audience::DISPATCH
@@ -305,18 +399,18 @@ impl<S: LogStore> Relay<S> {
                 },
             };
         let checked = if shared {
-            relay_docs::apply_checked(&mut staged.doc, &id, before.as_ref(), fresh).and_then(
-                |applied| {
-                    match &applied.after {
-                        Some(after) => self
-                            .check_effect(author.identity, before.as_ref(), after, &out.docs)
-                            .map(|()| applied)
-                            .map_err(Refused::Forbidden),
-                        // Still waiting for changes: judged once they arrive.
-                        None => Ok(applied),
-                    }
-                },
-            )
+            applied
+                .unwrap_or_else(|| {
+                    relay_docs::apply_checked(&mut staged.doc, &id, before.as_ref(), fresh)
+                })
+                .and_then(|applied| match &applied.after {
+                    Some(after) => self
+                        .check_effect(author.identity, before.as_ref(), after, &out.docs)
+                        .map(|()| applied)
+                        .map_err(Refused::Forbidden),
+                    // Still waiting for changes: judged once they arrive.
+                    None => Ok(applied),
+                })
         } else {
             Err(Refused::Forbidden(format!(
                 "{doc_id} is not shared with this device"
@@ -324,9 +418,10 @@ impl<S: LogStore> Relay<S> {
         };
         match checked {
             Ok(applied) => {
+                let own: HashSet<&[u8]> = hashes.iter().map(Vec::as_slice).collect();
                 for change in applied.applied {
                     let hash = change.hash().0.to_vec();
-                    let mine = own.contains(&hash);
+                    let mine = own.contains(&hash[..]);
                     if mine {
                         out.own.insert(hash.clone(), author.conn);
                     } else {
@@ -355,8 +450,10 @@ impl<S: LogStore> Relay<S> {
                 out.docs.push(staged);
             }
             Err(refused) => {
-                // The working copy holds the refused changes: rebuild it from the
-                // store (and what earlier uploads of the group staged on it).
+                // The working copy holds the refused changes (and any applied ahead
+                // after them): rebuild it from the store and what earlier uploads of
+                // the group staged on it.
+                aheads.remove(doc_id);
                 self.docs.evict(doc_id);
                 if earlier.is_some() {
                     self.restage(doc_id, out)?;
@@ -416,7 +513,7 @@ impl<S: LogStore> Relay<S> {
     /// Rebuild a working copy that earlier uploads of the group had staged changes
     /// on, after a later upload's changes to it were refused: the stored document
     /// plus the changes the group staged for it.
-    fn restage(&mut self, doc_id: &str, out: &mut Ingest) -> Result<(), Failure> {
+    pub(super) fn restage(&mut self, doc_id: &str, out: &mut Ingest) -> Result<(), Failure> {
         let mut staged = self.docs.take_staged(&self.store, doc_id)?;
         let mut changes = Vec::new();
         for c in out.batch.log.iter().chain(&out.batch.waiting) {

@@ -8,6 +8,7 @@
 //! connected device, and runs Automerge's per-document sync protocol for a device
 //! whose cursor cannot be resumed.
 
+mod ahead;
 mod full_sync;
 mod ingest;
 mod rules;
