@@ -9,7 +9,7 @@
 //! of being written to.
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 use waybill_core::protocol::LogEntry;
@@ -290,13 +290,15 @@ impl SqliteLogStore {
         }
         let mut json = String::with_capacity(hashes.len() * 68 + 2);
         json.push('[');
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         for (i, hash) in hashes.iter().enumerate() {
             if i > 0 {
                 json.push(',');
             }
             json.push('"');
             for byte in hash {
-                json.push_str(&format!("{byte:02x}"));
+                json.push(char::from(HEX[usize::from(byte >> 4)]));
+                json.push(char::from(HEX[usize::from(byte & 0xf)]));
             }
             json.push('"');
         }
@@ -586,6 +588,32 @@ impl LogStore for SqliteLogStore {
                 .collect::<rusqlite::Result<_>>()?)
         })()?;
         Ok(audience)
+    }
+
+    fn audiences_of(
+        &self,
+        doc_ids: &[&str],
+    ) -> Result<HashMap<String, BTreeSet<String>>, LogStoreError> {
+        if doc_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids =
+            serde_json::to_string(doc_ids).map_err(|e| LogStoreError::Backend(e.to_string()))?;
+        let rows = (|| -> Res<Vec<(String, String)>> {
+            Ok(self
+                .conn
+                .prepare_cached(
+                    "SELECT doc_id, principal FROM audience \
+                     WHERE doc_id IN (SELECT value FROM json_each(?1))",
+                )?
+                .query_map([ids], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?)
+        })()?;
+        let mut out: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for (doc_id, principal) in rows {
+            out.entry(doc_id).or_default().insert(principal);
+        }
+        Ok(out)
     }
 
     fn view(&self, principal: &str) -> Result<Vec<String>, LogStoreError> {

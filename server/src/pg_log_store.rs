@@ -697,6 +697,25 @@ impl LogStore for PgLogStore {
             .collect())
     }
 
+    fn audiences_of(
+        &self,
+        doc_ids: &[&str],
+    ) -> Result<HashMap<String, BTreeSet<String>>, LogStoreError> {
+        if doc_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, String)> = self.rows(
+            "SELECT doc_id, principal FROM audience WHERE doc_id = ANY($1)",
+            &[&doc_ids],
+            |r| Ok((r.get(0), r.get(1))),
+        )?;
+        let mut out: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for (doc_id, principal) in rows {
+            out.entry(doc_id).or_default().insert(principal);
+        }
+        Ok(out)
+    }
+
     fn view(&self, principal: &str) -> Result<Vec<String>, LogStoreError> {
         self.rows(
             "SELECT doc_id FROM audience WHERE principal = $1 ORDER BY doc_id",

@@ -37,6 +37,7 @@ use std::time::Duration;
 use telemetry::Telemetry;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use waybill_core::net::endpoint;
 use waybill_core::sync::{CommitNotice, Relay, RelayConfig};
 
 /// Messages from all connections waiting for the relay thread.
@@ -170,7 +171,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<RunningRelay> {
     let server_config = keys
         .server_config()
         .context("the relay certificate cannot serve QUIC")?;
-    let endpoint = Endpoint::server(server_config, options.listen)
+    let endpoint = endpoint::bind(options.listen, Some(server_config))
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let local_addr = endpoint.local_addr()?;
 

@@ -94,8 +94,8 @@ impl Link {
             addr: addr.to_owned(),
             reason,
         };
-        let mut endpoint =
-            Endpoint::client(bind).map_err(|e| connect_error(format!("no UDP socket: {e}")))?;
+        let mut endpoint = super::endpoint::bind(bind, None)
+            .map_err(|e| connect_error(format!("no UDP socket: {e}")))?;
         endpoint.set_default_client_config(config);
         let connecting = endpoint
             .connect(target, server_name(addr))

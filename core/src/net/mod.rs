@@ -9,6 +9,7 @@
 
 mod client;
 mod drive;
+pub mod endpoint;
 mod error;
 mod link;
 mod once;

@@ -738,6 +738,14 @@ fn audiences_and_views<S: LogStore>(store: &mut S) {
     commit(store, &moved);
     assert!(ok(store.view("courier:c1"), "view").is_empty());
     assert_eq!(ok(store.view("courier:c2"), "view"), vec!["dlv_a"]);
+    // Several at once: a document without an audience is left out.
+    let several = ok(
+        store.audiences_of(&["ord_b", "dlv_a", "dlv_none"]),
+        "audiences_of",
+    );
+    assert_eq!(several.len(), 1, "{several:?}");
+    assert_eq!(several["dlv_a"], audience(&["store:S1", "courier:c2"]));
+    assert!(ok(store.audiences_of(&[]), "audiences_of").is_empty());
     let change_of = |principal: &str, seq, joined| ViewChange {
         principal: principal.into(),
         doc_id: "dlv_a".into(),

@@ -3,7 +3,7 @@
 //! here (simulations, tests) and on SQLite by the relay (`waybill-server`).
 
 use crate::protocol::LogEntry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Why the relay's storage failed.
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +244,23 @@ pub trait LogStore: Send {
 
     /// A document's current audience (empty if unknown).
     fn audience_of(&self, doc_id: &str) -> Result<BTreeSet<String>, LogStoreError>;
+
+    /// Several documents' current audiences, by id (a document with no audience
+    /// is left out). One query where the store allows it: a catching-up device's
+    /// page asks for every document in it.
+    fn audiences_of(
+        &self,
+        doc_ids: &[&str],
+    ) -> Result<HashMap<String, BTreeSet<String>>, LogStoreError> {
+        let mut out = HashMap::new();
+        for doc_id in doc_ids {
+            let audience = self.audience_of(doc_id)?;
+            if !audience.is_empty() {
+                out.insert((*doc_id).to_owned(), audience);
+            }
+        }
+        Ok(out)
+    }
 
     /// Documents whose audience currently includes `principal`, in id order.
     fn view(&self, principal: &str) -> Result<Vec<String>, LogStoreError>;
@@ -583,6 +600,12 @@ impl LogStore for SharedLogStore {
     }
     fn audience_of(&self, doc_id: &str) -> Result<BTreeSet<String>, LogStoreError> {
         self.lock().audience_of(doc_id)
+    }
+    fn audiences_of(
+        &self,
+        doc_ids: &[&str],
+    ) -> Result<HashMap<String, BTreeSet<String>>, LogStoreError> {
+        self.lock().audiences_of(doc_ids)
     }
     fn view(&self, principal: &str) -> Result<Vec<String>, LogStoreError> {
         self.lock().view(principal)

@@ -92,13 +92,16 @@ impl RelayDocs {
         if !cached {
             return out;
         }
-        for doc_id in std::mem::take(&mut self.unsaved) {
-            if let Some(cached) = self.cache.peek(&doc_id)
-                && let Some(saved) = saved_copy(&doc_id, cached)
-            {
-                out.push(saved);
-            }
-        }
+        let unsaved = std::mem::take(&mut self.unsaved);
+        let copies: Vec<(&String, &Cached)> = unsaved
+            .iter()
+            .filter_map(|doc_id| Some((doc_id, self.cache.peek(doc_id)?)))
+            .collect();
+        let threads = crate::parallel::threads_for(copies.len(), SAVE_PARALLEL_FROM);
+        let saved = crate::parallel::map(&copies, threads, |(doc_id, cached)| {
+            saved_copy(doc_id, cached)
+        });
+        out.extend(saved.into_iter().flatten());
         out
     }
 
@@ -325,6 +328,9 @@ pub(crate) fn rebuild(doc_id: &str, raw: Vec<Vec<u8>>) -> Result<Automerge, LogS
     crate::changes::apply(&mut doc, changes).map_err(|e| corrupt(&e))?;
     Ok(doc)
 }
+
+/// Fewer unsaved documents than this are saved on the calling thread.
+const SAVE_PARALLEL_FROM: usize = 32;
 
 /// A cached copy saved at its version (None while it holds no change yet, or holds
 /// changes waiting for others: those are not in the log, so not in a snapshot).

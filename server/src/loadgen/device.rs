@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use waybill_core::net::tls;
+use waybill_core::net::{endpoint, tls};
 use waybill_core::protocol::{
     self, Cursor, DEFAULT_MAX_FRAME, FrameDecoder, Hello, MAGIC, Message, PROTOCOL_VERSION, Upload,
     UploadChange,
@@ -47,7 +47,7 @@ impl Fleet {
         for _ in 0..count {
             let bind: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, 0).into();
             let mut endpoint =
-                Endpoint::client(bind).map_err(|e| LoadError::Setup(e.to_string()))?;
+                endpoint::bind(bind, None).map_err(|e| LoadError::Setup(e.to_string()))?;
             endpoint.set_default_client_config(config.clone());
             endpoints.push(endpoint);
         }

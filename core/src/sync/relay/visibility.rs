@@ -108,12 +108,21 @@ impl<S: LogStore> Relay<S> {
                 at_through.entry(change.doc_id).or_insert(!change.joined);
             }
         }
+        // Every document of the page and every one whose view changed: their
+        // audiences now, in one look-up.
+        let mut ids: Vec<&str> = entries.iter().map(|e| e.doc_id.as_str()).collect();
+        ids.extend(at_after.keys().map(String::as_str));
+        ids.sort_unstable();
+        ids.dedup();
+        let audiences = self.store.audiences_of(&ids)?;
         let mut member: HashMap<String, (bool, bool)> = HashMap::new();
         let mut membership = |doc_id: &str| -> Result<(bool, bool), LogStoreError> {
             if let Some(m) = member.get(doc_id) {
                 return Ok(*m);
             }
-            let now = audience::sees(principal, &self.store.audience_of(doc_id)?);
+            let now = audiences
+                .get(doc_id)
+                .is_some_and(|audience| audience::sees(principal, audience));
             // A document that has left the view since `through` is treated as
             // leaving now: nothing more of it is sent to a device no longer allowed it.
             let m = (
