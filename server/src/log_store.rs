@@ -15,7 +15,7 @@ use std::time::Duration;
 use waybill_core::protocol::LogEntry;
 use waybill_core::sync::{
     AudienceUpdate, IngestBatch, LogStore, LogStoreError, QuarantinedChange, SavedDoc,
-    StoredChange, ViewChange, settle_relay_id,
+    StoredChange, ViewChange, audiences_by_doc, settle_relay_id,
 };
 
 /// The migrations, in order; migration `i` brings the schema to version `i + 1`.
@@ -609,11 +609,7 @@ impl LogStore for SqliteLogStore {
                 .query_map([ids], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?)
         })()?;
-        let mut out: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for (doc_id, principal) in rows {
-            out.entry(doc_id).or_default().insert(principal);
-        }
-        Ok(out)
+        Ok(audiences_by_doc(rows))
     }
 
     fn view(&self, principal: &str) -> Result<Vec<String>, LogStoreError> {

@@ -40,7 +40,7 @@ use std::sync::{Mutex, PoisonError};
 use waybill_core::protocol::LogEntry;
 use waybill_core::sync::{
     AudienceUpdate, IngestBatch, LogStore, LogStoreError, QuarantinedChange, SavedDoc,
-    StoredChange, ViewChange, settle_relay_id,
+    StoredChange, ViewChange, audiences_by_doc, settle_relay_id,
 };
 
 /// The migrations, in order; migration `i` brings the schema to version `i + 1`.
@@ -709,11 +709,7 @@ impl LogStore for PgLogStore {
             &[&doc_ids],
             |r| Ok((r.get(0), r.get(1))),
         )?;
-        let mut out: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for (doc_id, principal) in rows {
-            out.entry(doc_id).or_default().insert(principal);
-        }
-        Ok(out)
+        Ok(audiences_by_doc(rows))
     }
 
     fn view(&self, principal: &str) -> Result<Vec<String>, LogStoreError> {

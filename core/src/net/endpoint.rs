@@ -28,7 +28,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_device_endpoint_binds_with_the_small_payload_limit() {
+    async fn a_device_endpoint_binds_an_ephemeral_port() {
         let endpoint = bind((std::net::Ipv4Addr::LOCALHOST, 0).into(), None).unwrap();
         assert_ne!(endpoint.local_addr().unwrap().port(), 0);
     }

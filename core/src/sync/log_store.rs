@@ -138,6 +138,18 @@ impl IngestBatch {
     }
 }
 
+/// `(doc_id, principal)` rows gathered into each document's audience (for backends
+/// answering [`LogStore::audiences_of`] with one query).
+pub fn audiences_by_doc(
+    rows: impl IntoIterator<Item = (String, String)>,
+) -> HashMap<String, BTreeSet<String>> {
+    let mut out: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for (doc_id, principal) in rows {
+        out.entry(doc_id).or_default().insert(principal);
+    }
+    out
+}
+
 /// The relay id a durable backend keeps, settled when it is opened: the stored id
 /// wins (a different requested one is logged and ignored); a new store records the
 /// requested id, which must not be empty. Returns the id and whether to record it.

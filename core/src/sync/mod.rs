@@ -12,7 +12,7 @@ mod relay_docs;
 pub use client::{ClientConfig, ClientSession, SessionProgress, SyncEvent};
 pub use log_store::{
     AudienceUpdate, IngestBatch, LogStore, LogStoreError, MemoryLogStore, QuarantinedChange,
-    SavedDoc, SharedLogStore, StoredChange, ViewChange, log_store_conformance,
+    SavedDoc, SharedLogStore, StoredChange, ViewChange, audiences_by_doc, log_store_conformance,
     log_store_reopen_conformance, settle_relay_id,
 };
 pub use relay::{CommitNotice, ConnId, Relay, RelayConfig};

@@ -121,18 +121,22 @@ pub(super) fn sort_out(group: &DocGroup, known: &Known, refused_now: &HashSet<Ve
         }
     }
     let mut own: HashSet<automerge::ChangeHash> = HashSet::new();
+    // Refused here (a change built on one of these is refused in turn).
+    let mut refused_here: HashSet<automerge::ChangeHash> = HashSet::new();
     for (index, change) in decoded {
         let hash = change.hash();
         if known.stored.contains(&hash.0[..]) {
             sorted.stored.push(hash.0.to_vec());
             continue;
         }
-        let refused_dep = change
-            .deps()
-            .iter()
-            .find(|d| refused_now.contains(&d.0[..]) || known.quarantined.contains(&d.0[..]));
+        let refused_dep = change.deps().iter().find(|d| {
+            refused_here.contains(d)
+                || refused_now.contains(&d.0[..])
+                || known.quarantined.contains(&d.0[..])
+        });
         if let Some(dep) = refused_dep {
             // Built on a refused change: it could never be applied.
+            refused_here.insert(hash);
             sorted.refused.push((
                 index,
                 hash.0.to_vec(),
