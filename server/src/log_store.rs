@@ -502,6 +502,51 @@ impl LogStore for SqliteLogStore {
         Ok(self.read_entries(after, max_entries, max_bytes)?)
     }
 
+    fn read_log_for(
+        &self,
+        principal: &str,
+        after: u64,
+        head: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<LogEntry>, u64), LogStoreError> {
+        let read = (|| -> Res<(Vec<LogEntry>, u64)> {
+            let limit = i64::try_from(max_entries.max(1)).unwrap_or(i64::MAX);
+            let (after_i, head_i) = (
+                i64::try_from(after).unwrap_or(i64::MAX),
+                i64::try_from(head).unwrap_or(i64::MAX),
+            );
+            // The other documents' entries are skipped inside SQLite: neither their
+            // bytes nor a row for them reaches the relay.
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT seq, doc_id, bytes FROM log
+                 WHERE seq > ?1 AND seq <= ?2
+                   AND (doc_id IN (SELECT doc_id FROM audience WHERE principal = ?3)
+                        OR doc_id IN (SELECT doc_id FROM view_changes
+                                      WHERE principal = ?3 AND seq > ?1))
+                 ORDER BY seq LIMIT ?4",
+            )?;
+            let mut rows = stmt.query(params![after_i, head_i, principal, limit])?;
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(row) = rows.next()? {
+                let entry = LogEntry {
+                    seq: row.get(0)?,
+                    doc_id: row.get(1)?,
+                    bytes: row.get(2)?,
+                };
+                bytes = bytes.saturating_add(entry.bytes.len());
+                out.push(entry);
+                if out.len() >= max_entries.max(1) || bytes >= max_bytes {
+                    let through = out.last().map_or(after, |e| e.seq);
+                    return Ok((out, through));
+                }
+            }
+            Ok((out, head.max(after)))
+        })()?;
+        Ok(read)
+    }
+
     fn contains(&self, hash: &[u8]) -> Result<bool, LogStoreError> {
         let found = (|| -> Res<bool> {
             Ok(self

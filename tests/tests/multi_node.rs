@@ -297,6 +297,15 @@ struct CommitDuringRead {
     injected: std::sync::Mutex<Option<IngestBatch>>,
 }
 
+impl CommitDuringRead {
+    /// The other node's commit, once, right after this node read a page.
+    fn commit_injected(&self) {
+        if let Some(batch) = self.injected.lock().unwrap().take() {
+            self.store.clone().commit(&batch).unwrap();
+        }
+    }
+}
+
 impl LogStore for CommitDuringRead {
     fn relay_id(&self) -> String {
         self.store.relay_id()
@@ -312,9 +321,19 @@ impl LogStore for CommitDuringRead {
     }
     fn read_log(&self, after: u64, n: usize, bytes: usize) -> Result<Vec<LogEntry>, LogStoreError> {
         let page = self.store.read_log(after, n, bytes);
-        if let Some(batch) = self.injected.lock().unwrap().take() {
-            self.store.clone().commit(&batch).unwrap();
-        }
+        self.commit_injected();
+        page
+    }
+    fn read_log_for(
+        &self,
+        principal: &str,
+        after: u64,
+        head: u64,
+        n: usize,
+        bytes: usize,
+    ) -> Result<(Vec<LogEntry>, u64), LogStoreError> {
+        let page = self.store.read_log_for(principal, after, head, n, bytes);
+        self.commit_injected();
         page
     }
     fn contains(&self, hash: &[u8]) -> Result<bool, LogStoreError> {

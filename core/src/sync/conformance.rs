@@ -787,6 +787,50 @@ fn audiences_and_views<S: LogStore>(store: &mut S) {
         ok(store.view_changes("courier:c2", 0), "view_changes").len(),
         1
     );
+
+    // The log as a catching-up device may be sent it: dlv_a at 1, 2 and 4, ord_b
+    // (no audience) at 3.
+    let read_for = |principal: &str, after, head, max_entries| {
+        let (entries, through) = ok(
+            store.read_log_for(principal, after, head, max_entries, usize::MAX),
+            "read_log_for",
+        );
+        (
+            entries.into_iter().map(|e| e.seq).collect::<Vec<_>>(),
+            through,
+        )
+    };
+    assert_eq!(
+        read_for("courier:c2", 0, 4, 100),
+        (vec![1, 2, 4], 4),
+        "seen now"
+    );
+    assert_eq!(
+        read_for("courier:c1", 1, 4, 100),
+        (vec![2, 4], 4),
+        "left the view after the cursor: sent, for the relay to decide"
+    );
+    assert_eq!(
+        read_for("courier:c1", 3, 4, 100),
+        (vec![], 4),
+        "gone before the cursor"
+    );
+    assert_eq!(read_for("courier:c9", 0, 4, 100), (vec![], 4), "never seen");
+    assert_eq!(
+        read_for("courier:c2", 0, 2, 100),
+        (vec![1, 2], 2),
+        "up to the head given"
+    );
+    assert_eq!(
+        read_for("courier:c2", 0, 4, 2),
+        (vec![1, 2], 2),
+        "a full page stops there"
+    );
+    assert_eq!(
+        read_for("courier:c2", 4, 4, 100),
+        (vec![], 4),
+        "nothing after the head"
+    );
 }
 
 fn doc_log_lists_a_documents_entries<S: LogStore>(store: &mut S) {

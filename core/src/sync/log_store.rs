@@ -3,7 +3,7 @@
 //! here (simulations, tests) and on SQLite by the relay (`waybill-server`).
 
 use crate::protocol::LogEntry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Why the relay's storage failed.
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +203,60 @@ pub trait LogStore: Send {
         max_entries: usize,
         max_bytes: usize,
     ) -> Result<Vec<LogEntry>, LogStoreError>;
+
+    /// What a catching-up device of `principal` (not the dispatcher's, who sees
+    /// everything: [`read_log`](Self::read_log)) may be sent from the log after
+    /// `after`, up to `head` (read before, so every entry up to it is visible to this
+    /// read): the entries of documents it sees now or whose view changed for it after
+    /// `after`, a superset of what it is sent (the relay decides entry by entry), at
+    /// most `max_entries` and about `max_bytes` as for `read_log`. Returns them and the
+    /// position read up to, the entries left out included: `head` unless a limit cut
+    /// the page. Backends answer it with one query; this default pages through
+    /// `read_log` and filters.
+    fn read_log_for(
+        &self,
+        principal: &str,
+        after: u64,
+        head: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<LogEntry>, u64), LogStoreError> {
+        let changed: HashSet<String> = self
+            .view_changes(principal, after)?
+            .into_iter()
+            .map(|c| c.doc_id)
+            .collect();
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut at = after;
+        while at < head {
+            let page = self.read_log(at, max_entries.max(1), max_bytes)?;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            let ids: Vec<&str> = page.iter().map(|e| e.doc_id.as_str()).collect();
+            let audiences = self.audiences_of(&ids)?;
+            let sees = |doc_id: &str| {
+                changed.contains(doc_id)
+                    || audiences.get(doc_id).is_some_and(|a| a.contains(principal))
+            };
+            for entry in page.into_iter().filter(|e| e.seq <= head) {
+                at = entry.seq;
+                if sees(&entry.doc_id) {
+                    bytes = bytes.saturating_add(entry.bytes.len());
+                    out.push(entry);
+                    if out.len() >= max_entries || bytes >= max_bytes {
+                        return Ok((out, at));
+                    }
+                }
+            }
+            if last >= head {
+                break;
+            }
+            at = last;
+        }
+        Ok((out, head.max(after)))
+    }
 
     /// Whether a change is in the log or waiting.
     fn contains(&self, hash: &[u8]) -> Result<bool, LogStoreError>;
@@ -591,6 +645,17 @@ impl LogStore for SharedLogStore {
         max_bytes: usize,
     ) -> Result<Vec<LogEntry>, LogStoreError> {
         self.lock().read_log(after, max_entries, max_bytes)
+    }
+    fn read_log_for(
+        &self,
+        principal: &str,
+        after: u64,
+        head: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<LogEntry>, u64), LogStoreError> {
+        self.lock()
+            .read_log_for(principal, after, head, max_entries, max_bytes)
     }
     fn contains(&self, hash: &[u8]) -> Result<bool, LogStoreError> {
         self.lock().contains(hash)

@@ -643,16 +643,22 @@ impl<S: LogStore> Relay<S> {
         // relay node in between would let an empty page carry the cursor past entries
         // the device never received.
         let head = self.store.head()?;
-        let entries =
-            self.store
-                .read_log(after, self.config.page_entries, self.config.page_bytes)?;
-        let cursor = entries.last().map_or(after, |e| e.seq);
-        let caught_up = cursor >= head;
         let principal = self
             .peer_mut(conn)
             .map(|p| p.principal.clone())
             .unwrap_or_default();
-        // The cursor covers every entry read, including those the device may not see.
+        let (max_entries, max_bytes) = (self.config.page_entries, self.config.page_bytes);
+        // The cursor covers every entry read, including those the device may not see
+        // (which the store may leave out of the page already).
+        let (entries, cursor) = if principal == audience::DISPATCH {
+            let entries = self.store.read_log(after, max_entries, max_bytes)?;
+            let cursor = entries.last().map_or(after, |e| e.seq);
+            (entries, cursor)
+        } else {
+            self.store
+                .read_log_for(&principal, after, head, max_entries, max_bytes)?
+        };
+        let caught_up = cursor >= head;
         let (entries, unshared) = self.page_view(&principal, after, cursor, entries)?;
         let Some(c) = self.conns.get_mut(&conn) else {
             return Ok(());
