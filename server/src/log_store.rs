@@ -425,22 +425,8 @@ impl SqliteLogStore {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, doc_id, bytes FROM log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
-        let mut rows = stmt.query(params![after, limit])?;
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        while let Some(row) = rows.next()? {
-            let entry = LogEntry {
-                seq: row.get(0)?,
-                doc_id: row.get(1)?,
-                bytes: row.get(2)?,
-            };
-            bytes = bytes.saturating_add(entry.bytes.len());
-            out.push(entry);
-            if bytes >= max_bytes {
-                break;
-            }
-        }
-        Ok(out)
+        let rows = stmt.query(params![after, limit])?;
+        Ok(page_of(rows, max_entries, max_bytes)?.0)
     }
 
     fn changes_of(&self, doc_id: &str) -> Res<Vec<Vec<u8>>> {
@@ -474,6 +460,30 @@ impl SqliteLogStore {
             }),
         }
     }
+}
+
+/// `(seq, doc_id, bytes)` rows (the query's `LIMIT` is `max_entries`) taken up to
+/// about `max_bytes`; whether a limit cut the page.
+fn page_of(
+    mut rows: rusqlite::Rows<'_>,
+    max_entries: usize,
+    max_bytes: usize,
+) -> Res<(Vec<LogEntry>, bool)> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next()? {
+        let entry = LogEntry {
+            seq: row.get(0)?,
+            doc_id: row.get(1)?,
+            bytes: row.get(2)?,
+        };
+        bytes = bytes.saturating_add(entry.bytes.len());
+        out.push(entry);
+        if out.len() >= max_entries.max(1) || bytes >= max_bytes {
+            return Ok((out, true));
+        }
+    }
+    Ok((out, false))
 }
 
 impl LogStore for SqliteLogStore {
@@ -526,23 +536,13 @@ impl LogStore for SqliteLogStore {
                                       WHERE principal = ?3 AND seq > ?1))
                  ORDER BY seq LIMIT ?4",
             )?;
-            let mut rows = stmt.query(params![after_i, head_i, principal, limit])?;
-            let mut out = Vec::new();
-            let mut bytes = 0usize;
-            while let Some(row) = rows.next()? {
-                let entry = LogEntry {
-                    seq: row.get(0)?,
-                    doc_id: row.get(1)?,
-                    bytes: row.get(2)?,
-                };
-                bytes = bytes.saturating_add(entry.bytes.len());
-                out.push(entry);
-                if out.len() >= max_entries.max(1) || bytes >= max_bytes {
-                    let through = out.last().map_or(after, |e| e.seq);
-                    return Ok((out, through));
-                }
-            }
-            Ok((out, head.max(after)))
+            let rows = stmt.query(params![after_i, head_i, principal, limit])?;
+            let (out, full) = page_of(rows, max_entries, max_bytes)?;
+            let through = match out.last() {
+                Some(last) if full => last.seq,
+                _ => head.max(after),
+            };
+            Ok((out, through))
         })()?;
         Ok(read)
     }

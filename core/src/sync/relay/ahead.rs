@@ -95,7 +95,7 @@ impl Job<'_> {
                 &mut self.staged.doc,
                 &self.id,
                 before.as_ref(),
-                sorted.fresh,
+                sorted.fresh.into_iter().cloned().collect(),
             );
             let failed = match &applied {
                 Ok(applied) => {

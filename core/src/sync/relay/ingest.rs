@@ -86,14 +86,14 @@ impl Known {
 
 /// An upload's changes to one document, sorted against what the store holds and
 /// what the group refused so far.
-pub(super) struct Sorted {
+pub(super) struct Sorted<'g> {
     /// Logged already: accepted again, with nothing to do.
     pub(super) stored: Vec<Vec<u8>>,
     /// Refused before any apply: the change's place in the group, its hash (empty
     /// when it did not decode), the code and the reason.
     pub(super) refused: Vec<(usize, Vec<u8>, ErrorCode, String)>,
     /// The changes to check, each once, with their hashes and places in the group.
-    pub(super) fresh: Vec<Change>,
+    pub(super) fresh: Vec<&'g Change>,
     pub(super) hashes: Vec<Vec<u8>>,
     pub(super) at: Vec<usize>,
 }
@@ -101,7 +101,11 @@ pub(super) struct Sorted {
 /// Sort an upload's changes to one document: those that do not decode and those
 /// built on a refused change are refused, logged ones accepted as they are, the
 /// rest are to be checked.
-pub(super) fn sort_out(group: &DocGroup, known: &Known, refused_now: &HashSet<Vec<u8>>) -> Sorted {
+pub(super) fn sort_out<'g>(
+    group: &'g DocGroup,
+    known: &Known,
+    refused_now: &HashSet<Vec<u8>>,
+) -> Sorted<'g> {
     let mut sorted = Sorted {
         stored: Vec::new(),
         refused: Vec::new(),
@@ -144,7 +148,7 @@ pub(super) fn sort_out(group: &DocGroup, known: &Known, refused_now: &HashSet<Ve
                 format!("it builds on refused change {dep}"),
             ));
         } else if own.insert(hash) {
-            sorted.fresh.push(change.clone());
+            sorted.fresh.push(change);
             sorted.hashes.push(hash.0.to_vec());
             sorted.at.push(index);
         }
@@ -405,6 +409,7 @@ impl<S: LogStore> Relay<S> {
         let checked = if shared {
             applied
                 .unwrap_or_else(|| {
+                    let fresh = fresh.into_iter().cloned().collect();
                     relay_docs::apply_checked(&mut staged.doc, &id, before.as_ref(), fresh)
                 })
                 .and_then(|applied| match &applied.after {
