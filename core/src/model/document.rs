@@ -2,6 +2,7 @@
 
 use super::delivery::Delivery;
 use super::error::ModelError;
+use super::one_pass::OnePass;
 use super::order::Order;
 use crate::ids::{DocId, DocKind};
 use automerge::transaction::{Transactable, Transaction};
@@ -39,9 +40,10 @@ fn malformed(id: &DocId, reason: impl std::fmt::Display) -> ModelError {
 
 /// Check the version and type fields before reading anything else, so a document
 /// from a newer Waybill gets a clear error rather than a confusing field mismatch.
-fn check_header(id: &DocId, doc: &Automerge) -> Result<(), ModelError> {
+fn check_header(id: &DocId, doc: &OnePass<'_>) -> Result<(), ModelError> {
+    use autosurgeon::ReadDoc as _;
     let version = match doc
-        .get(ROOT, "schema_version")
+        .get(&ROOT, "schema_version")
         .map_err(|e| malformed(id, e))?
     {
         Some((Value::Scalar(s), _)) => match s.as_ref() {
@@ -61,7 +63,7 @@ fn check_header(id: &DocId, doc: &Automerge) -> Result<(), ModelError> {
             supported: SCHEMA_VERSION,
         });
     }
-    match doc.get(ROOT, "type").map_err(|e| malformed(id, e))? {
+    match doc.get(&ROOT, "type").map_err(|e| malformed(id, e))? {
         Some((Value::Scalar(s), _)) if s.as_str() == Some(id.kind().as_str()) => {}
         Some((Value::Object(_), _)) => {
             return Err(malformed(
@@ -75,14 +77,10 @@ fn check_header(id: &DocId, doc: &Automerge) -> Result<(), ModelError> {
     // changes of two different documents were merged under one id: refuse it rather
     // than let whichever actor sorts higher win.
     for key in ["schema_version", "type", "id"] {
-        let values = doc.get_all(ROOT, key).map_err(|e| malformed(id, e))?;
-        if values.len() > 1 {
+        if doc.conflicted(&ROOT, key).map_err(|e| malformed(id, e))? {
             return Err(malformed(
                 id,
-                format!(
-                    "`{key}` has {} concurrent values: changes of another document",
-                    values.len()
-                ),
+                format!("`{key}` has concurrent values: changes of another document"),
             ));
         }
     }
@@ -91,8 +89,9 @@ fn check_header(id: &DocId, doc: &Automerge) -> Result<(), ModelError> {
 
 /// Read an order document.
 pub fn read_order(id: &DocId, doc: &Automerge) -> Result<Order, ModelError> {
-    check_header(id, doc)?;
-    let order: Order = hydrate(doc).map_err(|e| malformed(id, e))?;
+    let doc = OnePass::new(doc);
+    check_header(id, &doc)?;
+    let order: Order = hydrate(&doc).map_err(|e| malformed(id, e))?;
     if order.id != id.as_str() {
         return Err(malformed(id, format!("its id field says {}", order.id)));
     }
@@ -101,8 +100,9 @@ pub fn read_order(id: &DocId, doc: &Automerge) -> Result<Order, ModelError> {
 
 /// Read a delivery document.
 pub fn read_delivery(id: &DocId, doc: &Automerge) -> Result<Delivery, ModelError> {
-    check_header(id, doc)?;
-    let delivery: Delivery = hydrate(doc).map_err(|e| malformed(id, e))?;
+    let doc = OnePass::new(doc);
+    check_header(id, &doc)?;
+    let delivery: Delivery = hydrate(&doc).map_err(|e| malformed(id, e))?;
     if delivery.id != id.as_str() {
         return Err(malformed(id, format!("its id field says {}", delivery.id)));
     }

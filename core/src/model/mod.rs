@@ -11,6 +11,7 @@ pub mod event;
 pub mod input;
 pub mod lifecycle;
 pub mod money;
+mod one_pass;
 pub mod order;
 pub mod rules;
 
