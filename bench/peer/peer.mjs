@@ -22,6 +22,7 @@ import { NodeFSStorageAdapter } from "@automerge/automerge-repo-storage-nodefs"
 import { WebSocketServer, WebSocket } from "ws"
 import fs from "node:fs"
 import http from "node:http"
+import { controlClient } from "./control.mjs"
 
 const args = parseArgs(process.argv.slice(3))
 const role = process.argv[2]
@@ -148,27 +149,9 @@ async function server() {
   }).listen(int("control"), "127.0.0.1", () => console.log(JSON.stringify({ ready: true })))
 }
 
-// Control requests are idempotent (reads, and a traffic reset before measuring), so a
-// request the HTTP client gives up on while the server's event loop is busy syncing
-// ("fetch failed": a reset or timed-out connection) is sent again, a few times.
-async function control(path, payload) {
-  for (let attempt = 1; ; attempt++) {
-    let res
-    try {
-      res = await fetch(`http://127.0.0.1:${args.control}${path}`, {
-        method: payload ? "POST" : "GET",
-        body: payload ? JSON.stringify(payload) : undefined,
-      })
-    } catch (e) {
-      const cause = e.cause ? `${e.cause.code ?? ""} ${e.cause.message ?? e.cause}` : ""
-      if (attempt >= 5) throw new Error(`${path}: ${e.message} (${cause.trim()}), ${attempt} attempts`)
-      console.error(`[peer] control ${path}: ${e.message} (${cause.trim()}); retrying`)
-      await sleep(1000 * attempt)
-      continue
-    }
-    if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`)
-    return res.json()
-  }
+// The server's control endpoint, for the client modes (`--control PORT`).
+function control(path, payload) {
+  return controlClient(args.control)(path, payload)
 }
 // Poll the server until it holds these heads (short requests: a long-held one was
 // cut by the HTTP client while the server was busy syncing).

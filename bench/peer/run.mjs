@@ -10,6 +10,7 @@ import fs from "node:fs"
 import path from "node:path"
 import net from "node:net"
 import { fileURLToPath } from "node:url"
+import { controlClient } from "./control.mjs"
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const args = {}
@@ -63,11 +64,7 @@ async function startServer(name) {
     child.stdout.once("data", resolve)
     child.once("exit", code => reject(new Error(`server exited ${code}`)))
   })
-  const control = async (p, payload) => {
-    const res = await fetch(`http://127.0.0.1:${controlPort}${p}`, { method: payload ? "POST" : "GET", body: payload ? JSON.stringify(payload) : undefined })
-    if (!res.ok) throw new Error(`${p}: ${res.status}`)
-    return res.json()
-  }
+  const control = controlClient(controlPort)
   return { dir, port, controlPort, control, stop: () => { child.kill("SIGTERM"); servers.delete(child); return sleep(200) } }
 }
 const common = s => ["--port", String(s.port), "--control", String(s.controlPort)]
@@ -99,7 +96,7 @@ async function sync() {
   const child = spawn(process.execPath, ["--max-old-space-size=8192", path.join(here, "peer.mjs"), "server", "--port", String(port), "--control", String(controlPort), "--dir", dir], { stdio: ["ignore", "pipe", "inherit"] })
   servers.add(child)
   await new Promise(r => child.stdout.once("data", r))
-  const control = async (p, payload) => (await fetch(`http://127.0.0.1:${controlPort}${p}`, { method: payload ? "POST" : "GET", body: payload ? JSON.stringify(payload) : undefined })).json()
+  const control = controlClient(controlPort)
   const s = { port, controlPort }
   const clientDir = path.join(work, "sync-client")
   fs.rmSync(clientDir, { recursive: true, force: true })
